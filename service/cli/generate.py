@@ -1,0 +1,42 @@
+"""``turnout generate``: one chat answer from a registered model, on the in-process vLLM engine."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import typer
+
+from engine.config import build_engine_args
+from engine.demo import SMOLLM2_ID
+from engine.runtime import LocalEngine
+from engine.store import LocalModelManager
+
+
+def generate(
+    prompt: str = typer.Argument(..., help="The user message."),
+    model: str = typer.Option(SMOLLM2_ID, "--model", "-m", help="Registered model id."),
+    max_tokens: int = typer.Option(64, "--max-tokens", min=1, help="Most tokens to generate."),
+    temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="Sampling temperature."),
+) -> None:
+    """Answer PROMPT with a local model on vLLM (CPU or CUDA, detected)."""
+    asyncio.run(_generate(prompt, model, max_tokens, temperature))
+
+
+async def _generate(prompt: str, model_id: str, max_tokens: int, temperature: float) -> None:
+    manager = LocalModelManager()
+    await manager.initialize()
+    record = manager.get_model(model_id)
+    started = time.perf_counter()
+    async with await LocalEngine.start(build_engine_args(record)) as engine:
+        ready = time.perf_counter()
+        result = await engine.chat(
+            [{"role": "user", "content": prompt}], max_tokens=max_tokens, temperature=temperature
+        )
+    done = time.perf_counter()
+    typer.echo(result.text)
+    typer.secho(
+        f"[{record.id}: engine ready in {ready - started:.1f}s, {result.output_tokens} tokens "
+        f"in {done - ready:.1f}s]",
+        err=True, dim=True,
+    )

@@ -1,0 +1,117 @@
+"""``turnout models``: list, pull, import, show, rm, demo."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from engine.demo import prepare_demo_models
+from engine.protocol import ModelRecord, ModelType, SourceKind
+from engine.store import LocalModelManager
+
+app = typer.Typer(no_args_is_help=True, help="Manage the local model store ($TURNOUT_HOME).")
+JSON_OPT = typer.Option(False, "--json", help="Print JSON instead of a table.")
+FAMILY_OPT = typer.Option(None, "--family", help="Override the detected family.")
+NAME_OPT = typer.Option(None, "--name", help="Model name (the last part of the id).")
+
+
+def _manager() -> LocalModelManager:
+    manager = LocalModelManager()
+    asyncio.run(manager.initialize())
+    return manager
+
+
+def _print(records: list[ModelRecord], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps([r.model_dump(mode="json") for r in records], indent=2))
+        return
+    table = Table("ID", "FAMILY", "ARCH", "CONTEXT", "DTYPE", "SIZE", "SOURCE", "CAPABILITIES")
+    for r in records:
+        table.add_row(
+            r.id, r.family.value, r.architecture, str(r.context_length), r.dtype,
+            f"{r.size_bytes / 2**20:,.0f} MiB", r.source.value,
+            ",".join(c.value for c in r.capabilities),
+        )
+    Console().print(table)
+
+
+@app.command("list")
+def list_models(
+    family: ModelType | None = typer.Option(None, "--family", help="Only this family."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """List registered models."""
+    _print(_manager().list_models(family), as_json)
+
+
+@app.command()
+def show(model_id: str, as_json: bool = JSON_OPT) -> None:
+    """Show one model's record."""
+    record = _manager().get_model(model_id)
+    if as_json:
+        typer.echo(record.model_dump_json(indent=2))
+        return
+    for key, value in record.model_dump(mode="json", exclude={"metadata"}).items():
+        typer.echo(f"{key:15} {value}")
+    for key, value in sorted(record.metadata.items()):
+        typer.echo(f"  {key:30} {value[:100]}")
+
+
+@app.command()
+def pull(
+    reference: str = typer.Argument(..., help="Hub repo id (org/name) or Ollama reference (name:tag)."),
+    source: SourceKind = typer.Option(SourceKind.HUGGINGFACE, "--source", help="huggingface or ollama."),
+    revision: str | None = typer.Option(None, "--revision", help="Hub branch, tag or commit."),
+    registry_url: str | None = typer.Option(None, "--registry-url", help="Ollama registry base URL."),
+    name: str | None = NAME_OPT,
+    family: ModelType | None = FAMILY_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Download a model from the Hugging Face hub or an Ollama registry."""
+    manager = _manager()
+    record = asyncio.run(
+        manager.download_model(
+            reference, family, source, name=name, revision=revision, registry_url=registry_url
+        )
+    )
+    _print([record], as_json)
+
+
+@app.command("import")
+def import_model(
+    location: str = typer.Argument(..., help="A .gguf file, a checkpoint directory, or an Ollama reference."),
+    source: SourceKind | None = typer.Option(None, "--source", help="gguf, path or ollama (default: detected)."),
+    ollama_home: Path | None = typer.Option(None, "--ollama-dir", help="Ollama store (default $OLLAMA_MODELS or ~/.ollama/models)."),
+    copy: bool = typer.Option(False, "--copy", help="Copy a checkpoint directory into the store."),
+    name: str | None = NAME_OPT,
+    family: ModelType | None = FAMILY_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Import a local GGUF file, Ollama model or custom checkpoint directory."""
+    manager = _manager()
+    kind = source or (SourceKind.GGUF if location.endswith(".gguf") else
+                      SourceKind.PATH if Path(location).is_dir() else SourceKind.OLLAMA)
+    if kind is SourceKind.PATH:
+        coro = manager.register_model(Path(location), family, name=name, copy=copy)
+    else:
+        coro = manager.download_model(location, family, kind, name=name, ollama_home=ollama_home)
+    _print([asyncio.run(coro)], as_json)
+
+
+@app.command("rm")
+def remove(model_id: str) -> None:
+    """Unregister a model (and delete its files if the store owns them)."""
+    record = asyncio.run(_manager().remove_model(model_id))
+    typer.echo(f"removed {record.id}")
+
+
+@app.command()
+def demo(as_json: bool = JSON_OPT) -> None:
+    """Prepare the three offline demo models (no network needed)."""
+    manager = _manager()
+    _print(asyncio.run(prepare_demo_models(manager)), as_json)
