@@ -1,22 +1,19 @@
 """How a model is served: one settings schema, turned into vLLM engine arguments.
 
-:class:`EngineSettings` is the single, validated description of the engine options a user may
-set; :func:`build_engine_args` combines it with a :class:`~engine.protocol.ModelRecord` and the
-platform into an :class:`EngineLaunch`, applying the defaults that are known to work there:
+:class:`EngineSettings` holds the engine options a user may set; :func:`build_engine_args` combines
+them with a model record and the platform into an :class:`EngineLaunch`, with these defaults:
 
 - CPU: eager mode always (torch.compile gives wrong answers on the CPU backend), an explicit KV
   cache size instead of a memory share (the default share refuses to start), MLA latent size 576.
 - CUDA: CUDA graphs, a GPU memory share, tensor parallelism.
 
-This module does not import vLLM at import time; only the check of pass-through engine argument
-names (:func:`check_engine_arg_names`) does, and only when there are any.
+vLLM is imported only by :func:`check_engine_arg_names`, and only when engine_args is not empty.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from enum import Enum
 from typing import Any, Literal
 
@@ -31,11 +28,15 @@ CPU_KV_CACHE_BYTES = 512 * MiB
 CPU_EMBEDDING_KV_CACHE_BYTES = 64 * MiB
 CUDA_GPU_MEMORY_UTILIZATION = 0.90
 REASONING_PARSER = "deepseek_r1"
-# vLLM's CPU MLA backend supports only the latent head size of the real DeepSeek models.
-CPU_MLA_LATENT_SIZE = 576
+CPU_MLA_LATENT_SIZE = 576  # the only MLA latent size vLLM's CPU backend supports (512 + 64)
 
 _MLA_ARCHS = {"DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM"}
 _MLA_MODEL_TYPES = {"deepseek_v2", "deepseek_v3"}
+# Set from the model record or a typed setting; engine_args may not override them.
+_RESERVED_ARGS = {"model", "tokenizer", "served_model_name", "runner", "reasoning_parser"}
+# Settings that go to vLLM unchanged, and only when set (else vLLM's own default applies).
+_PASSED_WHEN_SET = {"max_model_len", "max_num_seqs", "seed", "enable_prefix_caching"}
+_COMPACT_JSON = {"backend": "xgrammar", "disable_any_whitespace": True}
 _CPU_LIST = r"\d+(-\d+)?(,\d+(-\d+)?)*"
 _THREADS_BIND = rf"^(auto|nobind|{_CPU_LIST}(\|{_CPU_LIST})*)$"
 
@@ -85,10 +86,7 @@ class EngineSettings(BaseModel):
         "(embedding). On CUDA it overrides gpu_memory_utilization.",
     )
     gpu_memory_utilization: float | None = Field(
-        default=None,
-        gt=0.0,
-        le=1.0,
-        description="Share of GPU memory for weights and KV cache (CUDA only; default 0.90).",
+        default=None, gt=0.0, le=1.0, description="Share of GPU memory used (CUDA only; 0.90)."
     )
     tensor_parallel_size: int = Field(default=1, ge=1, le=64, description="GPUs per replica.")
     max_num_seqs: int | None = Field(
@@ -101,12 +99,16 @@ class EngineSettings(BaseModel):
         "'auto', 'nobind', or core lists such as '0', '0-1', '0,2-3', one per tensor-parallel "
         "rank separated by '|'. CPU only; default: vLLM's 'auto'.",
     )
-    seed: int | None = Field(default=None, ge=0, description="Engine random seed.")
-    trust_remote_code: bool = Field(
-        default=False, description="Allow the checkpoint to run its own Python code."
-    )
+    seed: int | None = Field(default=None, ge=0, description="Engine random seed; default: vLLM's.")
+    trust_remote_code: bool = Field(default=False, description="Let the checkpoint run code.")
     enable_prefix_caching: bool | None = Field(
         default=None, description="Reuse KV cache across shared prompt prefixes; default: vLLM's."
+    )
+    compact_json: bool = Field(
+        default=True,
+        description="Constrained JSON output without whitespace between tokens (small models "
+        "otherwise pad it with whitespace until max_tokens). Selects vLLM's xgrammar backend, "
+        "which rejects the few schema features it lacks instead of falling back to guidance.",
     )
     reasoning: bool | None = Field(
         default=None,
@@ -115,9 +117,9 @@ class EngineSettings(BaseModel):
     )
     engine_args: dict[str, Any] = Field(
         default_factory=dict,
-        description="Extra vLLM AsyncEngineArgs passed through unchanged (e.g. "
-        "max_num_batched_tokens). Names are checked against vLLM; options with a typed "
-        "setting above, and the model paths, cannot be set here.",
+        description="Extra vLLM AsyncEngineArgs passed through (e.g. max_num_batched_tokens; "
+        "nested configs as dicts, merged into those the settings produce). Names are checked "
+        "against vLLM; typed settings and the model paths cannot be set here.",
     )
 
 
@@ -125,12 +127,8 @@ class EngineLaunch(BaseModel):
     """Everything needed to start a vLLM engine for one model."""
 
     engine_kwargs: dict[str, Any] = Field(description="Keyword arguments for AsyncEngineArgs.")
-    env: dict[str, str] = Field(
-        default_factory=dict, description="Environment the engine process must start with."
-    )
-    reasoning_parser: str | None = Field(
-        default=None, description="vLLM reasoning parser name, also in engine_kwargs."
-    )
+    env: dict[str, str] = Field(default_factory=dict, description="Env of the engine process.")
+    reasoning_parser: str | None = Field(default=None, description="Also in engine_kwargs.")
 
 
 def build_engine_args(
@@ -146,7 +144,7 @@ def build_engine_args(
     """
     settings = settings or EngineSettings()
     platform = platform or detect_platform()
-    embedding = _is_embedding(record)
+    embedding = record.family is ModelType.EMBEDDING or record.has(Capability.EMBEDDINGS)
     kwargs: dict[str, Any] = {
         "model": str(record.path),
         "tokenizer": str(record.path),
@@ -157,20 +155,16 @@ def build_engine_args(
     }
     if embedding:
         kwargs["runner"] = "pooling"
+    elif settings.compact_json:
+        kwargs["structured_outputs_config"] = dict(_COMPACT_JSON)
     kwargs.update(_optional_kwargs(settings, record))
-    if platform is Platform.CPU:
-        kwargs.update(_cpu_kwargs(settings, embedding=embedding))
-        _check_cpu_mla(record)
-    else:
-        kwargs.update(_cuda_kwargs(settings))
-    _check_deepseek_routing(record)
+    kwargs.update(_platform_kwargs(settings, platform, embedding=embedding))
+    _check_deepseek(record, platform)
     parser = _reasoning_parser(record, settings, embedding=embedding)
     if parser:
         kwargs["reasoning_parser"] = parser
-    kwargs.update(_pass_through(settings.engine_args, reserved=set(kwargs)))
-    return EngineLaunch(
-        engine_kwargs=kwargs, env=_env(settings, platform), reasoning_parser=parser
-    )
+    _pass_through(kwargs, settings.engine_args)
+    return EngineLaunch(engine_kwargs=kwargs, env=_env(settings, platform), reasoning_parser=parser)
 
 
 def check_engine_arg_names(names: set[str]) -> None:
@@ -186,10 +180,6 @@ def check_engine_arg_names(names: set[str]) -> None:
         )
 
 
-def _is_embedding(record: ModelRecord) -> bool:
-    return record.family is ModelType.EMBEDDING or record.has(Capability.EMBEDDINGS)
-
-
 def _optional_kwargs(settings: EngineSettings, record: ModelRecord) -> dict[str, Any]:
     if settings.max_model_len is not None and settings.max_model_len > record.context_length:
         raise ConfigError(
@@ -197,16 +187,15 @@ def _optional_kwargs(settings: EngineSettings, record: ModelRecord) -> dict[str,
             f"{record.id} ({record.context_length})",
             param="max_model_len",
         )
-    optional = {
-        "max_model_len": settings.max_model_len,
-        "max_num_seqs": settings.max_num_seqs,
-        "seed": settings.seed,
-        "enable_prefix_caching": settings.enable_prefix_caching,
-    }
-    return {key: value for key, value in optional.items() if value is not None}
+    return settings.model_dump(include=_PASSED_WHEN_SET, exclude_none=True)
 
 
-def _cpu_kwargs(settings: EngineSettings, *, embedding: bool) -> dict[str, Any]:
+def _platform_kwargs(settings: EngineSettings, platform: Platform, *, embedding: bool) -> dict:
+    kv_bytes = settings.kv_cache_memory_bytes
+    if platform is Platform.CUDA:
+        share = settings.gpu_memory_utilization or CUDA_GPU_MEMORY_UTILIZATION
+        kwargs = {"enforce_eager": bool(settings.enforce_eager), "gpu_memory_utilization": share}
+        return kwargs | ({"kv_cache_memory_bytes": kv_bytes} if kv_bytes else {})
     if settings.enforce_eager is False:
         raise ConfigError(
             "enforce_eager=false is not supported on CPU: vLLM's compiled mode gives wrong "
@@ -219,20 +208,7 @@ def _cpu_kwargs(settings: EngineSettings, *, embedding: bool) -> dict[str, Any]:
             param="gpu_memory_utilization",
         )
     default_kv = CPU_EMBEDDING_KV_CACHE_BYTES if embedding else CPU_KV_CACHE_BYTES
-    return {
-        "enforce_eager": True,
-        "kv_cache_memory_bytes": settings.kv_cache_memory_bytes or default_kv,
-    }
-
-
-def _cuda_kwargs(settings: EngineSettings) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {
-        "enforce_eager": bool(settings.enforce_eager),
-        "gpu_memory_utilization": settings.gpu_memory_utilization or CUDA_GPU_MEMORY_UTILIZATION,
-    }
-    if settings.kv_cache_memory_bytes is not None:
-        kwargs["kv_cache_memory_bytes"] = settings.kv_cache_memory_bytes
-    return kwargs
+    return {"enforce_eager": True, "kv_cache_memory_bytes": kv_bytes or default_kv}
 
 
 def _mla_config(record: ModelRecord) -> dict[str, Any] | None:
@@ -246,41 +222,40 @@ def _mla_config(record: ModelRecord) -> dict[str, Any] | None:
     return None  # an R1 distill: Llama or Qwen2 architecture, no MLA
 
 
-def _check_cpu_mla(record: ModelRecord) -> None:
+def _check_deepseek(record: ModelRecord, platform: Platform) -> None:
     config = _mla_config(record)
-    if config is None or config.get("kv_lora_rank") is None:
+    if config is None:
         return
-    kv_lora_rank = config["kv_lora_rank"]
-    rope_dim = config.get("qk_rope_head_dim", 0)
-    if kv_lora_rank + rope_dim != CPU_MLA_LATENT_SIZE:
+    if config.get("model_type") == "deepseek_v3" and not (
+        config.get("topk_method") and config.get("scoring_func")
+    ):
         raise ConfigError(
-            f"{record.id}: MLA latent size kv_lora_rank + qk_rope_head_dim = {kv_lora_rank} + "
-            f"{rope_dim} = {kv_lora_rank + rope_dim}, but vLLM's CPU MLA backend supports only "
-            f"{CPU_MLA_LATENT_SIZE} (512 + 64, as in DeepSeek-V2/V3/R1); serve it on CUDA",
+            f"{record.id}: a DeepSeek-V3 config.json must name topk_method ('noaux_tc') and "
+            "scoring_func ('sigmoid') as the released configs do; without them vLLM cannot load "
+            "mlp.gate.e_score_correction_bias",
+            param="model",
+        )
+    rank, rope = config.get("kv_lora_rank"), config.get("qk_rope_head_dim", 0)
+    if platform is Platform.CPU and rank is not None and rank + rope != CPU_MLA_LATENT_SIZE:
+        raise ConfigError(
+            f"{record.id}: MLA latent size kv_lora_rank + qk_rope_head_dim = {rank} + {rope} = "
+            f"{rank + rope}, but vLLM's CPU MLA backend supports only {CPU_MLA_LATENT_SIZE} "
+            "(512 + 64, as in DeepSeek-V2/V3/R1); serve it on CUDA",
             param="model",
         )
 
 
-def _check_deepseek_routing(record: ModelRecord) -> None:
-    config = _mla_config(record)
-    if config is None or config.get("model_type") != "deepseek_v3":
-        return
-    if config.get("topk_method") is None or config.get("scoring_func") is None:
-        raise ConfigError(
-            f"{record.id}: config.json of a DeepSeek-V3 checkpoint must name topk_method "
-            "('noaux_tc') and scoring_func ('sigmoid'), as the released configs do; without them "
-            "vLLM cannot load mlp.gate.e_score_correction_bias",
-            param="model",
-        )
-
-
-def _reasoning_parser(record: ModelRecord, settings: EngineSettings, *, embedding: bool) -> str | None:
-    wanted = settings.reasoning if settings.reasoning is not None else record.has(Capability.REASONING)
-    if not wanted:
+def _reasoning_parser(
+    record: ModelRecord, settings: EngineSettings, *, embedding: bool
+) -> str | None:
+    wanted = settings.reasoning
+    if not (record.has(Capability.REASONING) if wanted is None else wanted):
         return None
     if embedding:
         raise ConfigError(f"{record.id} is an embedding model; it cannot reason", param="reasoning")
-    if not _has_think_tokens(record):
+    tokenizer = record.path / "tokenizer.json"
+    text = tokenizer.read_text(errors="ignore") if tokenizer.is_file() else ""
+    if '"<think>"' not in text or '"</think>"' not in text:
         raise ConfigError(
             f"{record.id}: the {REASONING_PARSER} reasoning parser needs <think> and </think> "
             "tokens, which the tokenizer lacks",
@@ -289,26 +264,20 @@ def _reasoning_parser(record: ModelRecord, settings: EngineSettings, *, embeddin
     return REASONING_PARSER
 
 
-def _has_think_tokens(record: ModelRecord) -> bool:
-    tokenizer = record.path / "tokenizer.json"
-    if not tokenizer.is_file():
-        return False
-    text = tokenizer.read_text(errors="ignore")
-    return '"<think>"' in text and '"</think>"' in text
-
-
-def _pass_through(engine_args: dict[str, Any], *, reserved: set[str]) -> dict[str, Any]:
-    typed = set(EngineSettings.model_fields) | {"reasoning_parser"}
-    clashes = sorted(set(engine_args) & (reserved | typed))
+def _pass_through(kwargs: dict[str, Any], engine_args: dict[str, Any]) -> None:
+    """Add ``engine_args`` to ``kwargs``; a dict merges into a dict the settings produced."""
+    clashes = sorted(set(engine_args) & (_RESERVED_ARGS | set(EngineSettings.model_fields)))
     if clashes:
         raise ConfigError(
-            f"engine_args cannot set {', '.join(clashes)}: use the typed setting (the model "
-            "path and name come from the model record)",
+            f"engine_args cannot set {', '.join(clashes)}: they are typed settings or come "
+            "from the model record",
             param="engine_args",
         )
     if engine_args:
         check_engine_arg_names(set(engine_args))
-    return dict(engine_args)
+    for key, value in engine_args.items():
+        base = kwargs.get(key)
+        kwargs[key] = base | value if isinstance(base, dict) and isinstance(value, dict) else value
 
 
 def _env(settings: EngineSettings, platform: Platform) -> dict[str, str]:
@@ -316,7 +285,7 @@ def _env(settings: EngineSettings, platform: Platform) -> dict[str, str]:
     if bind is None:
         return {}
     if platform is not Platform.CPU:
-        raise ConfigError("cpu_threads_bind applies to the CPU platform only", param="cpu_threads_bind")
+        raise ConfigError("cpu_threads_bind applies to CPU only", param="cpu_threads_bind")
     ranks = bind.split("|")
     if bind not in ("auto", "nobind") and len(ranks) != settings.tensor_parallel_size:
         raise ConfigError(

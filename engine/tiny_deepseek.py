@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from engine.errors import InvalidCheckpointError
+from engine.errors import InvalidCheckpointError, TurnoutError
 
 # vLLM's CPU MLA backend supports only the latent head size of the real models: 512 + 64 = 576.
 KV_LORA_RANK = 512
@@ -132,11 +132,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("out_dir", type=Path, help="directory to write the checkpoint to")
     parser.add_argument(
-        "--tokenizer", type=Path, required=True, help="checkpoint directory to copy the tokenizer from"
+        "--tokenizer", type=Path, required=True, help="checkpoint directory with the tokenizer"
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed of the weights")
     args = parser.parse_args(argv)
-    write_tiny_deepseek_v3(args.out_dir, args.tokenizer, seed=args.seed)
+    try:
+        write_tiny_deepseek_v3(args.out_dir, args.tokenizer, seed=args.seed)
+    except TurnoutError as e:
+        parser.error(e.message)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,209 @@
+"""Host one vLLM engine (V1 ``AsyncLLM``) in this process.
+
+Used by the command line (``generate``) and by the integration tests; the serving graph hosts its
+engines through Ray Serve LLM instead. vLLM is imported only when an engine starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import uuid
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from engine.config import EngineLaunch
+from engine.errors import ClientError, ServerError
+
+if TYPE_CHECKING:
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The final result of one generation request."""
+
+    text: str
+    num_tokens: int
+    finish_reason: str | None  # "stop", "length" or "abort", as vLLM reports it
+
+
+class LocalEngine:
+    """A started vLLM engine for one model; use :meth:`start`, and ``async with`` or :meth:`shutdown`.
+
+    Every call is one engine request with a unique id; cancelling the calling task aborts the
+    request inside the engine (vLLM's ``generate``/``encode`` abort on ``CancelledError``).
+    Engine errors become :class:`ClientError` (bad request) or :class:`ServerError`.
+    """
+
+    def __init__(self, llm: AsyncLLM, launch: EngineLaunch) -> None:
+        self._llm: AsyncLLM | None = llm
+        self.launch = launch
+
+    @classmethod
+    async def start(cls, launch: EngineLaunch) -> LocalEngine:
+        """Create the engine and load the model; returns once it can take requests.
+
+        ``launch.env`` is in ``os.environ`` while the engine process starts (it reads its CPU
+        binding from there) and restored afterwards. Loading blocks the event loop.
+        """
+        return cls(_create_llm(launch), launch)
+
+    async def chat(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        json_schema: dict[str, Any] | None = None,
+        seed: int | None = None,
+    ) -> Completion:
+        """Answer a conversation, rendered with the checkpoint's chat template.
+
+        With ``json_schema`` the output is constrained to JSON matching the schema.
+        """
+        from vllm.renderers import ChatParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        params = ChatParams(chat_template_kwargs={"add_generation_prompt": True})
+        with _engine_errors():
+            _, (prompt,) = await self._engine.renderer.render_chat_async([messages], params)
+        structured = StructuredOutputsParams(json=json_schema) if json_schema else None
+        sampling = _sampling(
+            max_tokens=max_tokens, temperature=temperature, seed=seed, structured_outputs=structured
+        )
+        return await self._generate(prompt, sampling)
+
+    async def complete(
+        self, prompt: str, *, max_tokens: int, temperature: float = 0.0, ignore_eos: bool = False
+    ) -> Completion:
+        """Continue a raw text prompt (no chat template)."""
+        with _engine_errors():
+            (engine_input,) = await self._engine.renderer.render_cmpl_async([{"prompt": prompt}])
+        sampling = _sampling(max_tokens=max_tokens, temperature=temperature, ignore_eos=ignore_eos)
+        return await self._generate(engine_input, sampling)
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        """One embedding vector per text (needs an engine started with ``runner='pooling'``)."""
+        return list(await asyncio.gather(*(self._embed_one(text) for text in texts)))
+
+    @property
+    def num_unfinished_requests(self) -> int:
+        """Requests the engine has accepted and not yet finished or aborted."""
+        return self._engine.get_num_unfinished_requests()
+
+    async def shutdown(self) -> None:
+        """Stop the engine process and free its memory; calling it again does nothing."""
+        llm, self._llm = self._llm, None
+        if llm is not None:
+            llm.shutdown()
+
+    async def __aenter__(self) -> LocalEngine:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.shutdown()
+
+    @property
+    def _engine(self) -> AsyncLLM:
+        if self._llm is None:
+            raise ServerError("the engine has been shut down")
+        return self._llm
+
+    async def _generate(self, prompt: Any, sampling: Any) -> Completion:
+        final = await _last(self._engine.generate(prompt, sampling, _request_id("gen")))
+        output = final.outputs[0]
+        return Completion(output.text, len(output.token_ids), output.finish_reason)
+
+    async def _embed_one(self, text: str) -> list[float]:
+        from vllm.pooling_params import PoolingParams
+
+        with _engine_errors():
+            (prompt,) = await self._engine.renderer.render_cmpl_async([{"prompt": text}])
+        request = self._engine.encode(prompt, PoolingParams(task="embed"), _request_id("embd"))
+        final = await _last(request)
+        if final.error is not None:
+            raise ServerError(f"embedding failed: {final.error.message}")
+        return final.outputs.data.tolist()
+
+
+def _create_llm(launch: EngineLaunch) -> AsyncLLM:
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    # Never bind the engine to a local here: vLLM keeps an ImportError (torchcodec, in
+    # vllm.multimodal.media.audio) whose traceback pins the frames that first imported vLLM,
+    # which would keep the engine alive until interpreter exit, after shutdown.
+    with _environ(launch.env):
+        return AsyncLLM.from_engine_args(_engine_args(launch.engine_kwargs))
+
+
+def _engine_args(kwargs: dict[str, Any]) -> Any:
+    """AsyncEngineArgs from plain kwargs; nested configs given as dicts become config objects."""
+    from pydantic import TypeAdapter
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    field_types = {f.name: f.type for f in dataclasses.fields(AsyncEngineArgs)}
+    converted = {
+        key: TypeAdapter(field_types[key]).validate_python(value)
+        if isinstance(value, dict) and _is_config(field_types.get(key))
+        else value
+        for key, value in kwargs.items()
+    }
+    return AsyncEngineArgs(**converted)
+
+
+def _is_config(annotation: Any) -> bool:
+    return isinstance(annotation, type) and dataclasses.is_dataclass(annotation)
+
+
+def _sampling(**kwargs: Any) -> Any:
+    from vllm.sampling_params import RequestOutputKind, SamplingParams
+
+    with _engine_errors():
+        return SamplingParams(output_kind=RequestOutputKind.FINAL_ONLY, **kwargs)
+
+
+async def _last(outputs: AsyncGenerator[Any, None]) -> Any:
+    """Drain an engine request; a cancelled caller aborts it inside the engine."""
+    final = None
+    with _engine_errors():
+        async for final in outputs:
+            pass
+    if final is None:
+        raise ServerError("the engine finished a request without output")
+    return final
+
+
+def _request_id(kind: str) -> str:
+    return f"{kind}-{uuid.uuid4().hex}"
+
+
+@contextmanager
+def _engine_errors() -> Iterator[None]:
+    from vllm.exceptions import VLLMClientError, VLLMServerError
+
+    try:
+        yield
+    except VLLMClientError as e:
+        raise ClientError(str(e)) from e
+    except VLLMServerError as e:
+        raise ServerError(f"engine error: {e}") from e
+    except ValueError as e:  # prompt rendering and parameter checks (e.g. no chat template)
+        raise ClientError(str(e)) from e
+
+
+@contextmanager
+def _environ(env: dict[str, str]) -> Iterator[None]:
+    previous = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

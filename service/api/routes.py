@@ -1,0 +1,122 @@
+"""The OpenAI-compatible routes: thin handlers over the gateway (``request.app.state.gateway``)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from service.openai_types import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingCompletionRequest,
+    TokenizeChatRequest,
+    TokenizeCompletionRequest,
+)
+
+from engine.errors import ClientError
+from router.needs import SIZE_HEADER
+from router.protocol import ROUTE_HEADER
+from service.api.parsing import read_json, validated
+from service.gateway import Gateway, Served
+
+router = APIRouter()
+MODEL_HEADER = "X-Turnout-Model"
+_STARTED = int(time.time())
+
+
+def _gateway(request: Request) -> Gateway:
+    return request.app.state.gateway
+
+
+def _respond(served: Served) -> Response:
+    headers = {ROUTE_HEADER: served.route, MODEL_HEADER: served.target.id}
+    if served.answer.chunks is not None:
+        return StreamingResponse(served.answer.chunks, media_type="text/event-stream", headers=headers)
+    return JSONResponse(served.answer.body, headers=headers)
+
+
+@router.post("/v1/chat/completions")
+async def chat(request: Request) -> Response:
+    body = await read_json(request, request.app.state.limits)
+    parsed = validated(ChatCompletionRequest, body, request.app.state.limits)
+    return _respond(await _gateway(request).chat(body, parsed, request.headers.get(SIZE_HEADER)))
+
+
+@router.post("/v1/completions")
+async def completions(request: Request) -> Response:
+    body = await read_json(request, request.app.state.limits)
+    parsed = validated(CompletionRequest, body, request.app.state.limits)
+    return _respond(await _gateway(request).completions(body, parsed, request.headers.get(SIZE_HEADER)))
+
+
+@router.post("/v1/embeddings")
+async def embeddings(request: Request) -> Response:
+    body = await read_json(request, request.app.state.limits)
+    parsed = validated(EmbeddingCompletionRequest, body, request.app.state.limits)
+    return _respond(await _gateway(request).embeddings(body, parsed, request.headers.get(SIZE_HEADER)))
+
+
+@router.post("/v1/moderations")
+async def moderations(request: Request) -> Response:
+    body = await read_json(request, request.app.state.limits)
+    if "input" not in body:
+        raise ClientError("input is required", param="input")
+    return _respond(await _gateway(request).moderations(body, request.headers.get(SIZE_HEADER)))
+
+
+@router.post("/tokenize")
+async def tokenize(request: Request) -> Response:
+    body = await read_json(request, request.app.state.limits)
+    model = body.get("model")
+    if not isinstance(model, str) or model.startswith("auto"):
+        raise ClientError("tokenize needs an explicit local model id", param="model")
+    kind = TokenizeChatRequest if "messages" in body else TokenizeCompletionRequest
+    parsed = validated(kind, body, request.app.state.limits)
+    return JSONResponse(await _gateway(request).tokenize(model, parsed))
+
+
+@router.get("/v1/models")
+async def models(request: Request) -> dict[str, Any]:
+    gateway = _gateway(request)
+    stats = gateway.stats()
+    return {"object": "list", "data": [_card(t, stats[t.id]) for t in gateway.router.targets]}
+
+
+@router.get("/v1/models/{model_id:path}")
+async def model(model_id: str, request: Request) -> dict[str, Any]:
+    gateway = _gateway(request)
+    target = gateway.router.target(model_id)
+    return _card(target, gateway.stats()[target.id])
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/ready")
+async def ready(request: Request) -> Response:
+    stats = _gateway(request).stats()
+    healthy = sorted(i for i, s in stats.items() if s.healthy)
+    status = 200 if healthy else 503
+    return JSONResponse({"ready": bool(healthy), "healthy_targets": healthy}, status_code=status)
+
+
+def _card(target: Any, stats: Any) -> dict[str, Any]:
+    return {
+        "id": target.id,
+        "object": "model",
+        "created": _STARTED,
+        "owned_by": target.provider or "turnout",
+        "turnout": {
+            "kind": target.kind.value,
+            "family": target.family,
+            "capabilities": sorted(c.value for c in target.capabilities),
+            "context_length": target.context_length,
+            "size": target.size.value,
+            "healthy": stats.healthy,
+            "circuit": stats.circuit.value,
+        },
+    }

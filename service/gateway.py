@@ -1,0 +1,175 @@
+"""The gateway: one request's trip from a validated body to a committed answer.
+
+For each request it derives the needs (router.needs), plans a route over live stats
+(router.planner), and walks the plan through the circuit breakers (router.fallback), sending each
+attempt to the target's :class:`Backend`. It records metrics on the way. It knows nothing of HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from router.circuit import CircuitBoard
+from router.fallback import Routed, walk
+from router.needs import derive_needs
+from router.planner import Router
+from router.protocol import Endpoint, RequestNeeds, RoutePlan, Target, TargetStats
+from service.backends.protocol import Answer, Backend, Json
+from service.metrics import Metrics
+from service.moderation import moderate_with_chat
+
+log = logging.getLogger("turnout.gateway")
+T = TypeVar("T")
+
+
+@dataclass
+class Served:
+    """A routed answer and the route it took (for the ``X-Turnout-Route`` header)."""
+
+    answer: Answer
+    target: Target
+    route: str
+
+
+class Gateway:
+    """Routes requests over ``backends`` (one per router target id) with fallback."""
+
+    def __init__(
+        self, router: Router, backends: Mapping[str, Backend], circuits: CircuitBoard,
+        metrics: Metrics,
+    ) -> None:
+        self.router = router
+        self.backends = dict(backends)
+        self.circuits = circuits
+        self.metrics = metrics
+        self.healthy: dict[str, bool] = {target_id: True for target_id in self.backends}
+        self.in_flight: dict[str, int] = {target_id: 0 for target_id in self.backends}
+
+    async def chat(self, body: Json, request: Any, size_hint: str | None = None) -> Served:
+        """Route a chat completion (``body`` as sent, ``request`` validated)."""
+        return await self._generate(Endpoint.CHAT, body, request, size_hint)
+
+    async def completions(self, body: Json, request: Any, size_hint: str | None = None) -> Served:
+        """Route a text completion."""
+        return await self._generate(Endpoint.COMPLETIONS, body, request, size_hint)
+
+    async def embeddings(self, body: Json, request: Any, size_hint: str | None = None) -> Served:
+        """Route an embeddings request."""
+        needs = derive_needs(Endpoint.EMBEDDINGS, body, size_hint=size_hint)
+
+        async def attempt(target: Target) -> Answer:
+            return Answer(body=await self.backends[target.id].embeddings(_retarget(request, target)))
+
+        return await self._route(Endpoint.EMBEDDINGS, needs, attempt)
+
+    async def moderations(self, body: Json, size_hint: str | None = None) -> Served:
+        """Route a moderation request: a cloud moderation endpoint or a local chat model."""
+        needs = derive_needs(Endpoint.MODERATIONS, body, size_hint=size_hint)
+
+        async def attempt(target: Target) -> Answer:
+            backend = self.backends[target.id]
+            if target.is_cloud:
+                return Answer(body=await backend.moderations(body))
+            return Answer(body=await moderate_with_chat(backend, target, body))
+
+        return await self._route(Endpoint.MODERATIONS, needs, attempt)
+
+    async def tokenize(self, model_id: str, request: Any) -> Json:
+        """Tokenize with an explicit local model's tokenizer."""
+        target = self.router.target(model_id)
+        return await self.backends[target.id].tokenize(_retarget(request, target))
+
+    def stats(self) -> dict[str, TargetStats]:
+        """Live health, circuit state and load of every target, for the router."""
+        stats = {
+            target_id: TargetStats(healthy=self.healthy[target_id], in_flight=self.in_flight[target_id])
+            for target_id in self.backends
+        }
+        return self.circuits.with_circuits(stats, list(stats))
+
+    async def probe_health(self) -> None:
+        """Ask every backend whether it is healthy (run periodically)."""
+        ids = list(self.backends)
+        results = await asyncio.gather(*(self.backends[i].healthy() for i in ids))
+        for target_id, ok in zip(ids, results):
+            if ok != self.healthy[target_id]:
+                log.warning("%s is now %s", target_id, "healthy" if ok else "unhealthy")
+            self.healthy[target_id] = ok
+        self.metrics.circuits(self.circuits.states())
+
+    async def _generate(
+        self, endpoint: Endpoint, body: Json, request: Any, size_hint: str | None
+    ) -> Served:
+        needs = derive_needs(endpoint, body, size_hint=size_hint)
+        call = self._chat_call if endpoint is Endpoint.CHAT else self._completions_call
+
+        async def attempt(target: Target) -> Answer:
+            return await call(target, _retarget(request, target))
+
+        return await self._route(endpoint, needs, attempt)
+
+    def _chat_call(self, target: Target, request: Any) -> Awaitable[Answer]:
+        return self.backends[target.id].chat(request)
+
+    def _completions_call(self, target: Target, request: Any) -> Awaitable[Answer]:
+        return self.backends[target.id].completions(request)
+
+    async def _route(
+        self, endpoint: Endpoint, needs: RequestNeeds, attempt: Callable[[Target], Awaitable[Answer]]
+    ) -> Served:
+        started = time.perf_counter()
+        plan = self.router.plan(needs, self.stats())
+        self.metrics.decision(time.perf_counter() - started)
+        try:
+            routed = await walk(plan, self._counted(attempt), self.circuits)
+        except Exception as error:
+            self.metrics.failed(endpoint, needs.target_id or "auto", error)
+            raise
+        finally:
+            self.metrics.circuits(self.circuits.states())
+        return self._served(endpoint, plan, routed, started)
+
+    def _counted(self, attempt: Callable[[Target], Awaitable[T]]) -> Callable[[Target], Awaitable[T]]:
+        async def counted(target: Target) -> T:
+            self.in_flight[target.id] += 1
+            try:
+                return await attempt(target)
+            finally:
+                self.in_flight[target.id] -= 1
+
+        return counted
+
+    def _served(self, endpoint: Endpoint, plan: RoutePlan, routed: Routed[Answer], started: float) -> Served:
+        answer, target = routed.result, routed.target
+        self.metrics.fallbacks(routed.events)
+        first_token = time.perf_counter() - started
+        fell_back = target.id != plan.primary.id
+        if answer.chunks is None:
+            self.metrics.completed(endpoint, target.id, fell_back, answer.body or {}, first_token)
+        else:
+            answer.chunks = self._metered(endpoint, target.id, fell_back, answer.chunks, started)
+        return Served(answer, target, routed.route)
+
+    async def _metered(
+        self, endpoint: Endpoint, target_id: str, fell_back: bool, chunks: AsyncIterator[str],
+        started: float,
+    ) -> AsyncIterator[str]:
+        count, status = 0, "error"
+        self.metrics.first_token(target_id, time.perf_counter() - started)
+        try:
+            async for chunk in chunks:
+                count += 1
+                yield chunk
+            status = "ok"
+        finally:
+            self.metrics.streamed(endpoint, target_id, fell_back, count, time.perf_counter() - started, status)
+
+
+def _retarget(request: Any, target: Target) -> Any:
+    """The request addressed to ``target`` (local: the served id; cloud: the upstream name)."""
+    return request.model_copy(update={"model": target.name if target.is_cloud else target.id})

