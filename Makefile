@@ -25,8 +25,7 @@ models: install
 	$(VENV)/bin/turnout models demo
 
 serve: models
-	$(VENV)/bin/turnout models list
-	$(VENV)/bin/turnout generate "What is the capital of France?"
+	$(VENV)/bin/turnout serve $(if $(CONFIG),--config $(CONFIG))
 
 test: models
 	$(PY) -m pytest -q
