@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import typing
 import uuid
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from engine.config import EngineLaunch
-from engine.errors import ClientError, ServerError
+from engine.errors import ClientError, ConfigError, ServerError
 
 if TYPE_CHECKING:
     from vllm.v1.engine.async_llm import AsyncLLM
@@ -32,7 +33,7 @@ class Completion:
 
 
 class LocalEngine:
-    """A started vLLM engine for one model; use :meth:`start`, and ``async with`` or :meth:`shutdown`.
+    """One started vLLM engine; create it with :meth:`start`, stop it with :meth:`shutdown`.
 
     Every call is one engine request with a unique id; cancelling the calling task aborts the
     request inside the engine (vLLM's ``generate``/``encode`` abort on ``CancelledError``).
@@ -48,9 +49,16 @@ class LocalEngine:
         """Create the engine and load the model; returns once it can take requests.
 
         ``launch.env`` is in ``os.environ`` while the engine process starts (it reads its CPU
-        binding from there) and restored afterwards. Loading blocks the event loop.
+        binding from there) and restored afterwards. Loading blocks the event loop. Raises
+        :class:`ConfigError` when vLLM rejects the arguments, :class:`ServerError` when the
+        engine fails to start.
         """
-        return cls(_create_llm(launch), launch)
+        try:
+            return cls(_create_llm(launch), launch)
+        except ValueError as e:  # vLLM's config validation (pydantic errors are ValueErrors)
+            raise ConfigError(f"vLLM rejected the engine arguments: {e}", param="engine") from e
+        except RuntimeError as e:
+            raise ServerError(f"the engine failed to start: {e}") from e
 
     async def chat(
         self,
@@ -146,17 +154,19 @@ def _engine_args(kwargs: dict[str, Any]) -> Any:
     from vllm.engine.arg_utils import AsyncEngineArgs
 
     field_types = {f.name: f.type for f in dataclasses.fields(AsyncEngineArgs)}
-    converted = {
-        key: TypeAdapter(field_types[key]).validate_python(value)
-        if isinstance(value, dict) and _is_config(field_types.get(key))
-        else value
-        for key, value in kwargs.items()
-    }
+    converted = dict(kwargs)
+    for key, value in kwargs.items():
+        config_type = _config_type(field_types.get(key))
+        if isinstance(value, dict) and config_type is not None:
+            converted[key] = TypeAdapter(config_type).validate_python(value)
     return AsyncEngineArgs(**converted)
 
 
-def _is_config(annotation: Any) -> bool:
-    return isinstance(annotation, type) and dataclasses.is_dataclass(annotation)
+def _config_type(annotation: Any) -> type | None:
+    """The vLLM config dataclass of a field annotated ``Config`` or ``Config | None``."""
+    candidates = typing.get_args(annotation) or (annotation,)
+    configs = (t for t in candidates if isinstance(t, type) and dataclasses.is_dataclass(t))
+    return next(configs, None)
 
 
 def _sampling(**kwargs: Any) -> Any:

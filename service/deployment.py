@@ -64,8 +64,11 @@ class TurnoutIngress:
 
 
 def _overridden(record: ModelRecord, config: TurnoutConfig) -> ModelRecord:
+    """The record as served: capabilities overridden, context capped by ``max_model_len``."""
     settings = next(m for m in config.models if m.id == record.id)
-    updates = {}
+    updates: dict = {}
     if settings.capabilities is not None:
         updates["capabilities"] = settings.capabilities
+    if settings.engine.max_model_len is not None:
+        updates["context_length"] = min(record.context_length, settings.engine.max_model_len)
     return record.model_copy(update=updates)

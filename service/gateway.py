@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from engine.errors import ClientError
 from router.circuit import CircuitBoard
 from router.fallback import Routed, walk
 from router.needs import derive_needs
@@ -82,6 +83,8 @@ class Gateway:
     async def tokenize(self, model_id: str, request: Any) -> Json:
         """Tokenize with an explicit local model's tokenizer."""
         target = self.router.target(model_id)
+        if target.is_cloud:
+            raise ClientError(f"{model_id} is a cloud model; tokenize needs a local model", param="model")
         return await self.backends[target.id].tokenize(_retarget(request, target))
 
     def stats(self) -> dict[str, TargetStats]:
@@ -123,9 +126,9 @@ class Gateway:
         self, endpoint: Endpoint, needs: RequestNeeds, attempt: Callable[[Target], Awaitable[Answer]]
     ) -> Served:
         started = time.perf_counter()
-        plan = self.router.plan(needs, self.stats())
-        self.metrics.decision(time.perf_counter() - started)
-        try:
+        try:  # a plan that finds no target (503, or a 4xx) is counted like a failed walk
+            plan = self.router.plan(needs, self.stats())
+            self.metrics.decision(time.perf_counter() - started)
             routed = await walk(plan, self._counted(attempt), self.circuits)
         except Exception as error:
             self.metrics.failed(endpoint, needs.target_id or "auto", error)

@@ -12,6 +12,7 @@ from engine.protocol import ModelRecord
 from engine.store import LocalModelManager
 from service.config import ModelSettings, TurnoutConfig, load_config
 from service.deployment import TurnoutIngress
+from service.replica import TurnoutLLMServer
 
 _FROM_RECORD = ("model", "served_model_name")
 
@@ -50,7 +51,9 @@ def build_graph(config: TurnoutConfig, platform: Platform | None = None) -> Appl
     store = LocalModelManager(config.store_root)
     records = [store.get_model(m.id) for m in config.models]
     handles = {
-        r.id: build_llm_deployment(llm_config(m, r, platform), name_prefix="model:")
+        r.id: build_llm_deployment(
+            llm_config(m, r, platform), name_prefix="model:", deployment_cls=TurnoutLLMServer
+        )
         for m, r in zip(config.models, records)
     }
     ingress = TurnoutIngress.options(

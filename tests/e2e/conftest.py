@@ -18,6 +18,7 @@ import yaml
 
 from engine.demo import DEEPSEEK_ID, MINILM_ID, SMOLLM2_ID
 from engine.protocol import ModelRecord
+from engine.store import LocalModelManager
 from tests.servers import REPO, Server, answers, free_port, start, vllm_server_command, wait_until
 
 CLOUD_NAME = "smollm2-standin"
@@ -76,7 +77,7 @@ def e2e_config(cloud_port: int, port: int, metrics_port: int, dashboard_port: in
 
 @pytest.fixture(scope="session")
 def deployment(
-    tmp_path_factory: pytest.TempPathFactory, smollm2_record: ModelRecord
+    tmp_path_factory: pytest.TempPathFactory, demo_store: LocalModelManager, smollm2_record: ModelRecord
 ) -> Iterator[Deployment]:
     work = tmp_path_factory.mktemp("e2e")
     key = secrets.token_hex(16)
@@ -89,7 +90,7 @@ def deployment(
     config.write_text(yaml.safe_dump(e2e_config(cloud_port, port, metrics_port, dashboard_port)))
     turnout = start(
         [str(REPO / ".venv" / "bin" / "turnout"), "serve", "--config", str(config)],
-        work / "turnout.log", env={CLOUD_KEY_ENV: key},
+        work / "turnout.log", env={CLOUD_KEY_ENV: key, "TURNOUT_HOME": str(demo_store.root)},
     )
     base_url = f"http://127.0.0.1:{port}"
     try:

@@ -53,12 +53,15 @@ def test_json_schema_output_validates(sdk: openai.OpenAI) -> None:
         jsonschema.validate(json.loads(reply.choices[0].message.content), schema)
 
 
-def test_json_object_mode(sdk: openai.OpenAI) -> None:
+def test_json_object_mode_constrains_output(sdk: openai.OpenAI) -> None:
     reply = sdk.chat.completions.create(
-        model=SMOLLM2_ID, messages=[{"role": "user", "content": "Give a JSON object with a key 'a'."}],
-        max_tokens=40, temperature=0, response_format={"type": "json_object"},
+        model=SMOLLM2_ID, messages=[{"role": "user", "content": "Describe Paris in one sentence."}],
+        max_tokens=60, temperature=0, response_format={"type": "json_object"},
     )
-    assert isinstance(json.loads(reply.choices[0].message.content), dict)
+    content, finish = reply.choices[0].message.content, reply.choices[0].finish_reason
+    assert content.startswith("{")  # prose without the constraint
+    if finish == "stop":
+        assert isinstance(json.loads(content), dict)
 
 
 def test_embeddings_go_to_minilm_and_rank_meaning(sdk: openai.OpenAI) -> None:

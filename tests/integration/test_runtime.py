@@ -1,7 +1,9 @@
-"""The real vLLM engine on the CPU with the demo models, through :class:`engine.runtime.LocalEngine`.
+"""The real vLLM engine on the CPU with the demo models, through engine.runtime.LocalEngine.
 
-Each engine starts once per session. The model records come from the session fixtures
-``smollm2_record``, ``deepseek_record`` and ``minilm_record`` (tests/conftest.py).
+Each engine starts once per session; the model records come from the session fixtures
+``smollm2_record``, ``deepseek_record`` and ``minilm_record`` (tests/conftest.py). Tests and
+engine fixtures share the session event loop: an engine's output handler runs on the loop of its
+first request, and requests from any other loop fail.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pytest
 import pytest_asyncio
 
 from engine.config import build_engine_args
+from engine.errors import ClientError
 from engine.protocol import ModelRecord
 from engine.runtime import LocalEngine
 
@@ -34,26 +37,21 @@ ANSWER_SCHEMA = {
 }
 
 
-async def _engine(record: ModelRecord) -> AsyncIterator[LocalEngine]:
-    async with await LocalEngine.start(build_engine_args(record)) as engine:
-        yield engine
-
-
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def smollm2(smollm2_record: ModelRecord) -> AsyncIterator[LocalEngine]:
-    async for engine in _engine(smollm2_record):
+    async with await LocalEngine.start(build_engine_args(smollm2_record)) as engine:
         yield engine
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def deepseek(deepseek_record: ModelRecord) -> AsyncIterator[LocalEngine]:
-    async for engine in _engine(deepseek_record):
+    async with await LocalEngine.start(build_engine_args(deepseek_record)) as engine:
         yield engine
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def minilm(minilm_record: ModelRecord) -> AsyncIterator[LocalEngine]:
-    async for engine in _engine(minilm_record):
+    async with await LocalEngine.start(build_engine_args(minilm_record)) as engine:
         yield engine
 
 
@@ -73,7 +71,9 @@ async def test_deepseek_generates_exactly_the_requested_tokens(deepseek: LocalEn
 
 async def test_deepseek_output_follows_a_json_schema(deepseek: LocalEngine) -> None:
     messages = [{"role": "user", "content": "Describe a ticket as JSON."}]
-    answer = await deepseek.chat(messages, max_tokens=200, json_schema=ANSWER_SCHEMA, seed=7)
+    answer = await deepseek.chat(
+        messages, max_tokens=200, temperature=1.0, seed=7, json_schema=ANSWER_SCHEMA
+    )
     assert answer.finish_reason == "stop", answer.text
     jsonschema.validate(json.loads(answer.text), ANSWER_SCHEMA)
 
@@ -86,6 +86,11 @@ async def test_cancelling_the_caller_aborts_the_engine_request(deepseek: LocalEn
     with pytest.raises(asyncio.CancelledError):
         await task
     await _until(lambda: deepseek.num_unfinished_requests == 0)
+
+
+async def test_requests_the_engine_rejects_are_client_errors(deepseek: LocalEngine) -> None:
+    with pytest.raises(ClientError, match="maximum context length is 4096"):
+        await deepseek.complete("hello " * 5000, max_tokens=1)
 
 
 async def test_minilm_embeddings_rank_related_words_closer(minilm: LocalEngine) -> None:

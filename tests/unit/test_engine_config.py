@@ -110,9 +110,8 @@ def test_optional_settings_are_passed_only_when_set(llama: ModelRecord) -> None:
 
 def test_embedding_models_use_the_pooling_runner(tmp_path: Path) -> None:
     config = {"architectures": ["BertModel"], "model_type": "bert"}
-    record = make_record(
-        tmp_path / "minilm", ModelType.EMBEDDING, config=config, capabilities=[Capability.EMBEDDINGS]
-    )
+    caps = [Capability.EMBEDDINGS]
+    record = make_record(tmp_path / "minilm", ModelType.EMBEDDING, config=config, capabilities=caps)
     kwargs = build_engine_args(record, platform=Platform.CPU).engine_kwargs
     assert kwargs["runner"] == "pooling"
     assert kwargs["kv_cache_memory_bytes"] == CPU_EMBEDDING_KV_CACHE_BYTES
