@@ -1,7 +1,9 @@
 """Host one vLLM engine (V1 ``AsyncLLM``) in this process.
 
 Used by the command line (``generate``) and by the integration tests; the serving graph hosts its
-engines through Ray Serve LLM instead. vLLM is imported only when an engine starts.
+engines through Ray Serve LLM instead. vLLM is imported only when an engine starts. On the CPU,
+vLLM starts its engine processes with ``spawn``, which re-imports the main module: a script that
+starts an engine needs an ``if __name__ == "__main__":`` guard.
 """
 
 from __future__ import annotations

@@ -14,13 +14,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from engine.errors import ClientError
+from engine.errors import ClientError, ModelNotFoundError
 from router.circuit import CircuitBoard
 from router.fallback import Routed, walk
 from router.needs import derive_needs
 from router.planner import Router
 from router.protocol import Endpoint, RequestNeeds, RoutePlan, Target, TargetStats
-from service.backends.protocol import Answer, Backend, Json
+from service.backends.protocol import DONE, Answer, Backend, Json, error_event
 from service.metrics import Metrics
 from service.moderation import moderate_with_chat
 
@@ -130,6 +130,8 @@ class Gateway:
             plan = self.router.plan(needs, self.stats())
             self.metrics.decision(time.perf_counter() - started)
             routed = await walk(plan, self._counted(attempt), self.circuits)
+        except ModelNotFoundError:
+            raise  # not counted: its model label would be whatever the client sent
         except Exception as error:
             self.metrics.failed(endpoint, needs.target_id or "auto", error)
             raise
@@ -169,6 +171,8 @@ class Gateway:
                 count += 1
                 yield chunk
             status = "ok"
+        except Exception as e:  # noqa: BLE001 - a backend that raised instead of ending the stream
+            yield error_event(e) + DONE
         finally:
             self.metrics.streamed(endpoint, target_id, fell_back, count, time.perf_counter() - started, status)
 

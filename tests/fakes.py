@@ -2,8 +2,6 @@
 
 - :class:`FakeBackend` answers with canned OpenAI bodies or SSE chunks, or raises before its
   first chunk; :class:`SlowBackend` waits on a gate before answering.
-- :class:`FakeProvider` is a cloud provider for the real :class:`CloudBackend`;
-  :class:`FakeHandle` stands in for a Ray Serve handle under the real :class:`ReplicaBackend`.
 - :class:`MetricRecorder` supplies metric classes that record every call.
 - :func:`build_gateway` wires a real router, circuit board and metrics around fake backends.
 """
@@ -12,17 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine.protocol import Capability, ModelFormat, ModelRecord, ModelType, SourceKind
 from router.circuit import CircuitBoard
 from router.planner import Router
-from router.providers.errors import StreamInterruptedError
-from router.providers.protocol import CloudProvider
-from router.providers.settings import CloudProviderSettings
 from router.settings import CloudModelSettings, RouterSettings
 from service.backends.protocol import DONE, Answer, Backend, Json, sse
 from service.gateway import Gateway
@@ -199,123 +194,6 @@ class SlowBackend(FakeBackend):
         self.entered.set()
         await self.release.wait()
         await super()._enter(method, request)
-
-
-# --- cloud provider and replica handle, under the real backends ----------------------------
-
-
-def provider_settings(name: str = "acme") -> CloudProviderSettings:
-    return CloudProviderSettings(name=name, base_url=f"http://{name}.invalid/v1")
-
-
-class FakeProvider(CloudProvider):
-    """A cloud provider whose streams can break off after ``fail_after`` chunks."""
-
-    kind = "fake"
-
-    def __init__(self, *, words: Iterable[str] = ("Hel", "lo"), fail_after: int | None = None) -> None:
-        super().__init__(provider_settings())
-        self.words = tuple(words)
-        self.fail_after = fail_after
-        self.bodies: list[Json] = []
-        self.closed_streams = 0
-
-    async def chat(self, body: Json) -> Json:
-        self.bodies.append(body)
-        return chat_body(body["model"])
-
-    async def stream_chat(self, body: Json):  # type: ignore[override]
-        self.bodies.append(body)
-        try:
-            for sent, payload in enumerate(stream_chunks(body["model"], self.words)):
-                if self.fail_after is not None and sent >= self.fail_after:
-                    raise StreamInterruptedError("upstream closed the connection")
-                yield payload
-        finally:
-            self.closed_streams += 1
-
-    async def completions(self, body: Json) -> Json:
-        return chat_body(body["model"])
-
-    def stream_completions(self, body: Json):  # type: ignore[override]
-        return self.stream_chat(body)
-
-    async def embeddings(self, body: Json) -> Json:
-        return embeddings_body(body["model"])
-
-    async def moderations(self, body: Json) -> Json:
-        self.bodies.append(body)
-        return cloud_moderation_body(body["model"], True)
-
-    async def health_check(self) -> bool:
-        return True
-
-    async def close(self) -> None:
-        return None
-
-
-class FakeResponses:
-    """A stand-in for Ray Serve's DeploymentResponseGenerator over ``items``.
-
-    An item that is an exception is raised instead of yielded; ``delay_s`` delays the first item.
-    """
-
-    def __init__(self, items: Iterable[Any], delay_s: float = 0.0) -> None:
-        self._items = list(items)
-        self._delay_s = delay_s
-        self.cancelled = False
-
-    def __aiter__(self) -> FakeResponses:
-        return self
-
-    async def __anext__(self) -> Any:
-        if self._delay_s:
-            await asyncio.sleep(self._delay_s)
-            self._delay_s = 0.0
-        if not self._items:
-            raise StopAsyncIteration
-        item = self._items.pop(0)
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
-@dataclass
-class _Method:
-    call: Callable[..., Any]
-
-    def remote(self, *args: Any) -> Any:
-        return self.call(*args)
-
-
-@dataclass
-class FakeHandle:
-    """A Ray Serve handle of an LLMServer: each call returns the next :class:`FakeResponses`."""
-
-    responses: list[FakeResponses]
-    healthy: bool = True
-    requests: list[Any] = field(default_factory=list)
-
-    def options(self, **_: Any) -> FakeHandle:
-        return self
-
-    def _next(self, request: Any, _raw: Any = None) -> FakeResponses:
-        self.requests.append(request)
-        return self.responses.pop(0)
-
-    def __getattr__(self, name: str) -> _Method:
-        if name in ("chat", "completions", "embeddings", "tokenize"):
-            return _Method(self._next)
-        if name == "check_health":
-            return _Method(self._health)
-        raise AttributeError(name)
-
-    async def _health(self) -> None:
-        if not self.healthy:
-            raise ConnectionError("replica down")
 
 
 # --- metrics and clock ----------------------------------------------------------------------

@@ -253,17 +253,21 @@ def test_a_request_no_target_can_take_is_counted_as_503(client, stack):
 
 
 def test_a_request_the_planner_rejects_is_counted_with_its_status(client, stack):
-    assert chat(client, "local/llama/missing").status_code == 404
-    assert stack.recorder.tags("turnout_requests_total")[-1]["status"] == "404"
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    assert chat(client, tools=tools).status_code == 400
+    assert stack.recorder.tags("turnout_requests_total") == [
+        {"endpoint": "chat", "model": "auto", "route": "none", "status": "400"}
+    ]
 
 
-def test_tokenize_with_a_cloud_model_is_a_client_error(stack):
-    from service.backends.cloud import CloudBackend
-    from tests.fakes import FakeProvider
+def test_unknown_model_ids_do_not_become_metric_labels(client, stack):
+    assert chat(client, "local/llama/made-up").status_code == 404
+    assert "turnout_requests_total" not in {name for name, m in stack.recorder.by_name.items() if m.calls}
 
-    stack.gateway.backends[CLOUD] = CloudBackend(stack.gateway.router.target(CLOUD), FakeProvider())
-    client = TestClient(create_app(stack.gateway, TurnoutConfig(models=[])))
+
+def test_tokenize_with_a_cloud_model_is_a_client_error(client, stack):
     response = client.post("/tokenize", json={"model": CLOUD, "prompt": "x"})
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "model"
     assert "Retry-After" not in response.headers
+    assert stack.backends[CLOUD].calls == []

@@ -6,14 +6,22 @@ an error before the first chunk must become a fallback.
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-
 from ray.serve.llm.openai_api_models import ChatCompletionResponse
+
+from router.providers.errors import StreamInterruptedError
+from router.providers.protocol import CloudProvider
+from router.providers.settings import CloudProviderSettings
 from service.api.app import create_app
 from service.backends.cloud import CloudBackend
+from service.backends.protocol import Json
 from service.backends.replica import ReplicaBackend
 from service.config import TurnoutConfig
 from service.openai_types import ErrorResponse
@@ -21,16 +29,131 @@ from tests.fakes import (
     CLOUD,
     JSON_MINI,
     NANO,
-    FakeHandle,
-    FakeProvider,
-    FakeResponses,
     build_gateway,
     chat_body,
     chunk,
+    cloud_moderation_body,
+    embeddings_body,
     sse_events,
+    stream_chunks,
 )
 
 HELLO = [{"role": "user", "content": "hello"}]
+
+
+def provider_settings(name: str = "acme") -> CloudProviderSettings:
+    return CloudProviderSettings(name=name, base_url=f"http://{name}.invalid/v1")
+
+
+class FakeProvider(CloudProvider):
+    """A cloud provider whose streams can break off after ``fail_after`` chunks."""
+
+    kind = "fake"
+
+    def __init__(self, *, words: Iterable[str] = ("Hel", "lo"), fail_after: int | None = None) -> None:
+        super().__init__(provider_settings())
+        self.words = tuple(words)
+        self.fail_after = fail_after
+        self.bodies: list[Json] = []
+        self.closed_streams = 0
+
+    async def chat(self, body: Json) -> Json:
+        self.bodies.append(body)
+        return chat_body(body["model"])
+
+    async def stream_chat(self, body: Json):  # type: ignore[override]
+        self.bodies.append(body)
+        try:
+            for sent, payload in enumerate(stream_chunks(body["model"], self.words)):
+                if self.fail_after is not None and sent >= self.fail_after:
+                    raise StreamInterruptedError("upstream closed the connection")
+                yield payload
+        finally:
+            self.closed_streams += 1
+
+    async def completions(self, body: Json) -> Json:
+        return chat_body(body["model"])
+
+    def stream_completions(self, body: Json):  # type: ignore[override]
+        return self.stream_chat(body)
+
+    async def embeddings(self, body: Json) -> Json:
+        return embeddings_body(body["model"])
+
+    async def moderations(self, body: Json) -> Json:
+        self.bodies.append(body)
+        return cloud_moderation_body(body["model"], True)
+
+    async def health_check(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
+class FakeResponses:
+    """A stand-in for Ray Serve's DeploymentResponseGenerator over ``items``.
+
+    An item that is an exception is raised instead of yielded; ``delay_s`` delays the first item.
+    """
+
+    def __init__(self, items: Iterable[Any], delay_s: float = 0.0) -> None:
+        self._items = list(items)
+        self._delay_s = delay_s
+        self.cancelled = False
+
+    def __aiter__(self) -> FakeResponses:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._delay_s:
+            await asyncio.sleep(self._delay_s)
+            self._delay_s = 0.0
+        if not self._items:
+            raise StopAsyncIteration
+        item = self._items.pop(0)
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+@dataclass
+class _Method:
+    call: Callable[..., Any]
+
+    def remote(self, *args: Any) -> Any:
+        return self.call(*args)
+
+
+@dataclass
+class FakeHandle:
+    """A Ray Serve handle of an LLMServer: each call returns the next :class:`FakeResponses`."""
+
+    responses: list[FakeResponses]
+    healthy: bool = True
+    requests: list[Any] = field(default_factory=list)
+
+    def options(self, **_: Any) -> FakeHandle:
+        return self
+
+    def _next(self, request: Any, _raw: Any = None) -> FakeResponses:
+        self.requests.append(request)
+        return self.responses.pop(0)
+
+    def __getattr__(self, name: str) -> _Method:
+        if name in ("chat", "completions", "embeddings", "tokenize"):
+            return _Method(self._next)
+        if name == "check_health":
+            return _Method(self._health)
+        raise AttributeError(name)
+
+    async def _health(self) -> None:
+        if not self.healthy:
+            raise ConnectionError("replica down")
+
 
 
 def sse(payload: dict) -> str:
