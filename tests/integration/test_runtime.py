@@ -37,19 +37,19 @@ ANSWER_SCHEMA = {
 }
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def smollm2(smollm2_record: ModelRecord) -> AsyncIterator[LocalEngine]:
     async with await LocalEngine.start(build_engine_args(smollm2_record)) as engine:
         yield engine
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def deepseek(deepseek_record: ModelRecord) -> AsyncIterator[LocalEngine]:
     async with await LocalEngine.start(build_engine_args(deepseek_record)) as engine:
         yield engine
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def minilm(minilm_record: ModelRecord) -> AsyncIterator[LocalEngine]:
     async with await LocalEngine.start(build_engine_args(minilm_record)) as engine:
         yield engine

@@ -1,7 +1,6 @@
 import json
 import multiprocessing
 import os
-import shutil
 
 import pytest
 
