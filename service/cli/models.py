@@ -37,7 +37,10 @@ def _print(records: list[ModelRecord], as_json: bool) -> None:
             f"{r.size_bytes / 2**20:,.0f} MiB", r.source.value,
             ",".join(c.value for c in r.capabilities),
         )
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # piped: do not truncate ids to 80 columns
+        console = Console(width=240)
+    console.print(table)
 
 
 @app.command("list")

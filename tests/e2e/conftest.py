@@ -97,8 +97,10 @@ def deployment(
         startup = wait_until(turnout, lambda: _serving(turnout, base_url), 600)
         yield Deployment(turnout, base_url, f"http://127.0.0.1:{metrics_port}/metrics", key, startup)
     finally:
-        turnout.stop(signal.SIGINT)
+        code = turnout.stop(signal.SIGINT)
         cloud.stop(signal.SIGTERM)
+    # Ctrl-C must shut the graph and Ray down cleanly.
+    assert code == 0, f"turnout serve exited with {code} on SIGINT:\n{turnout.tail()}"
 
 
 def _serving(turnout: Server, base_url: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import jsonschema
@@ -136,3 +137,23 @@ def test_prompt_longer_than_every_context(http: httpx.Client) -> None:
 def _cos(a: list[float], b: list[float]) -> float:
     dot = sum(x * y for x, y in zip(a, b))
     return dot / ((sum(x * x for x in a) ** 0.5) * (sum(y * y for y in b) ** 0.5))
+
+
+def test_client_disconnect_aborts_the_engine_request(deployment: Deployment, http: httpx.Client) -> None:
+    def aborted() -> float:
+        text = httpx.get(deployment.metrics_url, timeout=10).text
+        return sum(
+            float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line.startswith("ray_vllm_request_success_total") and 'finished_reason="abort"' in line
+            and DEEPSEEK_ID in line
+        )
+
+    before = aborted()
+    body = {"model": DEEPSEEK_ID, "messages": FRANCE, "max_tokens": 400, "stream": True, "ignore_eos": True}
+    with http.stream("POST", "/v1/chat/completions", json=body) as reply:
+        lines = reply.iter_lines()
+        assert next(lines).startswith("data: ")
+    deadline = time.monotonic() + 90
+    while aborted() <= before and time.monotonic() < deadline:
+        time.sleep(3)
+    assert aborted() > before
