@@ -20,8 +20,12 @@ RECOVERY_S = 400
 
 def kill_replica(model_id: str) -> int:
     """SIGKILL the Ray worker hosting ``model_id``'s replica; return how many were killed."""
-    title = "ray::ServeReplica:turnout:model:" + model_id.replace("/", "--").replace(".", "_")
-    victims = [p for p in psutil.process_iter(["cmdline"]) if _title(p).startswith(title)]
+    # Ray titles a replica's worker "ray::SERVE_REPLICA::<app>#<deployment>#<id>:ServeReplica:...".
+    deployment = "#model:" + model_id.replace("/", "--").replace(".", "_") + "#"
+    victims = [
+        p for p in psutil.process_iter(["cmdline"])
+        if _title(p).startswith("ray::SERVE_REPLICA::") and deployment in _title(p)
+    ]
     for process in victims:
         process.send_signal(signal.SIGKILL)
     return len(victims)
