@@ -20,12 +20,11 @@ RECOVERY_S = 400
 
 def kill_replica(model_id: str) -> int:
     """SIGKILL the Ray worker hosting ``model_id``'s replica; return how many were killed."""
-    # Ray titles a replica's worker "ray::SERVE_REPLICA::<app>#<deployment>#<id>:ServeReplica:...".
-    deployment = "#model:" + model_id.replace("/", "--").replace(".", "_") + "#"
-    victims = [
-        p for p in psutil.process_iter(["cmdline"])
-        if _title(p).startswith("ray::SERVE_REPLICA::") and deployment in _title(p)
-    ]
+    # Ray titles a replica's worker "ray::ServeReplica:<app>:<deployment>" once it runs, and
+    # "ray::SERVE_REPLICA::<app>#<deployment>#<id>:..." while a call is in progress.
+    deployment = "model:" + model_id.replace("/", "--").replace(".", "_")
+    forms = (f"ServeReplica:turnout:{deployment} ", f"#{deployment}#")
+    victims = [p for p in psutil.process_iter(["cmdline"]) if any(f in _title(p) + " " for f in forms)]
     for process in victims:
         process.send_signal(signal.SIGKILL)
     return len(victims)
