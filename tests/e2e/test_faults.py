@@ -20,11 +20,14 @@ RECOVERY_S = 400
 
 def kill_replica(model_id: str) -> int:
     """SIGKILL the Ray worker hosting ``model_id``'s replica; return how many were killed."""
-    # Ray titles a replica's worker "ray::ServeReplica:<app>:<deployment>" once it runs, and
-    # "ray::SERVE_REPLICA::<app>#<deployment>#<id>:..." while a call is in progress.
+    # Ray retitles a replica's worker as it works ("ray::ServeReplica:<app>:<deployment>",
+    # "ray::SERVE_REPLICA::<app>#<deployment>#...", ...); the deployment name is in every form.
     deployment = "model:" + model_id.replace("/", "--").replace(".", "_")
-    forms = (f"ServeReplica:turnout:{deployment} ", f"#{deployment}#")
-    victims = [p for p in psutil.process_iter(["cmdline"]) if any(f in _title(p) + " " for f in forms)]
+    victims = [
+        p for p in psutil.process_iter(["cmdline"])
+        if deployment in _title(p) and "replica" in _title(p).lower()
+    ]
+    assert len(victims) <= 1, [_title(p) for p in victims]
     for process in victims:
         process.send_signal(signal.SIGKILL)
     return len(victims)
