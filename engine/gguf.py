@@ -83,7 +83,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> dict[str, str]:
     metadata = {
         **metadata,
         "gguf.source_file": str(gguf_path.resolve()),
-        "gguf.sha256": _sha256(gguf_path),
+        "gguf.sha256": file_sha256(gguf_path),
     }
     (out_dir / "gguf_metadata.json").write_text(json.dumps(metadata, indent=2, ensure_ascii=False))
     logger.info("converted %s in %.1f s", gguf_path.name, time.monotonic() - started)
@@ -248,7 +248,8 @@ def _save_tokenizer(gguf_path: Path, out_dir: Path, metadata: dict[str, str], co
     tokenizer.save_pretrained(out_dir)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(_HASH_CHUNK):

@@ -21,7 +21,13 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
-from engine.errors import DownloadError, InvalidCheckpointError, InvalidModelNameError, ModelNotFoundError
+from engine.errors import (
+    DownloadError,
+    InvalidCheckpointError,
+    InvalidModelNameError,
+    ModelNotFoundError,
+)
+from engine.gguf import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +215,7 @@ def _check_file(path: Path, blob: _Blob) -> str | None:
         return f"is missing (expected at {path})"
     if size != blob.size:
         return f"has {size} bytes where the manifest says {blob.size}"
-    actual = f"sha256:{_sha256(path)}"
+    actual = f"sha256:{file_sha256(path)}"
     if actual != blob.digest:
         return f"is corrupt: its digest is {actual}"
     return None
@@ -328,11 +334,3 @@ def _redact(url: str) -> str:
 def _describe(error: httpx.HTTPError) -> str:
     # Redirect targets are often signed URLs; keep every URL out of messages.
     return f"{type(error).__name__}: {_URL.sub('<url>', str(error))}"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
