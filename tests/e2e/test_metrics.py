@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from tests.e2e.conftest import Deployment
+from tests.graph import Deployment
 
 pytestmark = pytest.mark.e2e
 EXPECTED = [

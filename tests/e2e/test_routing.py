@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from engine.demo import DEEPSEEK_ID, MINILM_ID, SMOLLM2_ID
-from tests.e2e.conftest import CLOUD_ID
+from tests.graph import CLOUD_ID
 
 pytestmark = pytest.mark.e2e
 HELLO = [{"role": "user", "content": "Hello"}]
