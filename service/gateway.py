@@ -20,7 +20,7 @@ from router.fallback import Routed, walk
 from router.needs import derive_needs
 from router.planner import Router
 from router.protocol import Endpoint, RequestNeeds, RoutePlan, Target, TargetStats
-from service.backends.protocol import DONE, Answer, Backend, Json, error_event
+from service.backends.protocol import DONE, Answer, Backend, Json, RawRequest, error_event
 from service.metrics import Metrics
 from service.moderation import moderate_with_chat
 
@@ -64,7 +64,7 @@ class Gateway:
         needs = derive_needs(Endpoint.EMBEDDINGS, body, size_hint=size_hint)
 
         async def attempt(target: Target) -> Answer:
-            return Answer(body=await self.backends[target.id].embeddings(_retarget(request, target)))
+            return Answer(body=await self.backends[target.id].embeddings(_retarget(request, target, body)))
 
         return await self._route(Endpoint.EMBEDDINGS, needs, attempt)
 
@@ -85,7 +85,7 @@ class Gateway:
         target = self.router.target(model_id)
         if target.is_cloud:
             raise ClientError(f"{model_id} is a cloud model; tokenize needs a local model", param="model")
-        return await self.backends[target.id].tokenize(_retarget(request, target))
+        return await self.backends[target.id].tokenize(_retarget(request, target, {}))
 
     def stats(self) -> dict[str, TargetStats]:
         """Live health, circuit state and load of every target, for the router."""
@@ -112,7 +112,7 @@ class Gateway:
         call = self._chat_call if endpoint is Endpoint.CHAT else self._completions_call
 
         async def attempt(target: Target) -> Answer:
-            return await call(target, _retarget(request, target))
+            return await call(target, _retarget(request, target, body))
 
         return await self._route(endpoint, needs, attempt)
 
@@ -177,6 +177,9 @@ class Gateway:
             self.metrics.streamed(endpoint, target_id, fell_back, count, time.perf_counter() - started, status)
 
 
-def _retarget(request: Any, target: Target) -> Any:
-    """The request addressed to ``target`` (local: the served id; cloud: the upstream name)."""
-    return request.model_copy(update={"model": target.name if target.is_cloud else target.id})
+def _retarget(request: Any, target: Target, body: Json) -> Any:
+    """The request addressed to ``target``: local replicas get the validated object with the
+    served id; cloud targets the client's own body with the upstream name (see RawRequest)."""
+    if target.is_cloud:
+        return RawRequest({**body, "model": target.name})
+    return request.model_copy(update={"model": target.id})

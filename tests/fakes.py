@@ -13,13 +13,14 @@ import json
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from engine.protocol import Capability, ModelFormat, ModelRecord, ModelType, SourceKind
 from router.circuit import CircuitBoard
 from router.planner import Router
 from router.settings import CloudModelSettings, RouterSettings
-from service.backends.protocol import DONE, Answer, Backend, Json, sse
+from service.backends.protocol import DONE, Answer, Backend, Json, RawRequest, sse
 from service.gateway import Gateway
 from service.metrics import Metrics
 from service.moderation import CATEGORIES
@@ -142,17 +143,20 @@ class FakeBackend(Backend):
 
     async def chat(self, request: Any) -> Answer:
         await self._enter("chat", request)
+        request = _view(request)
         if request.stream:
             return Answer(chunks=self._stream(request.model))
         return Answer(body=chat_body(request.model, self.content))
 
     async def completions(self, request: Any) -> Answer:
         await self._enter("completions", request)
+        request = _view(request)
         body = chat_body(request.model, self.content) | {"object": "text_completion"}
         return Answer(body=body)
 
     async def embeddings(self, request: Any) -> Json:
         await self._enter("embeddings", request)
+        request = _view(request)
         count = len(request.input) if isinstance(request.input, list) else 1
         return embeddings_body(request.model, count)
 
@@ -315,3 +319,11 @@ def build_gateway(
     recorder, clock = MetricRecorder(), FakeClock()
     gateway = Gateway(router, chosen, CircuitBoard(settings.circuit, clock=clock), recorder.metrics())
     return Stack(gateway, chosen, recorder, clock)
+
+
+def _view(request: Any) -> Any:
+    """Attribute access to a cloud target's raw JSON body, as a validated request has it."""
+    if isinstance(request, RawRequest):
+        body = request.body
+        return SimpleNamespace(stream=body.get("stream", False), model=body["model"], input=body.get("input"))
+    return request

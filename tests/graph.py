@@ -23,7 +23,7 @@ from tests.servers import REPO, Server, answers, free_port, start, vllm_server_c
 CLOUD_NAME = "smollm2-standin"
 CLOUD_ID = f"cloud/standin/{CLOUD_NAME}"
 CLOUD_KEY_ENV = "TURNOUT_E2E_CLOUD_KEY"
-DEEPSEEK_CONTEXT = 512
+DEEPSEEK_CONTEXT = 2048
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Any
 from router.errors import TargetUnavailableError
 from router.providers.protocol import CloudProvider
 from router.protocol import Target
-from service.backends.protocol import DONE, Answer, Backend, Json, error_event, sse
+from service.backends.protocol import DONE, Answer, Backend, Json, RawRequest, error_event, sse
 
 
 class CloudBackend(Backend):
@@ -46,10 +46,8 @@ class CloudBackend(Backend):
     async def healthy(self) -> bool:
         return await self._provider.health_check()
 
-    def _body(self, request: Any) -> Json:
-        body = request.model_dump(mode="json", exclude_unset=True)
-        body["model"] = self.target.name
-        return body
+    def _body(self, request: RawRequest) -> Json:
+        return {**request.body, "model": self.target.name}
 
     def _relabel(self, body: Json) -> Json:
         if "model" in body:

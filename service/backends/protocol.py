@@ -27,8 +27,19 @@ class Answer:
     chunks: AsyncIterator[str] | None = None
 
 
+@dataclass(frozen=True)
+class RawRequest:
+    """A request as the client sent it, for targets that take OpenAI JSON over HTTP.
+
+    vLLM's validated request objects carry engine-side fields (``structured_outputs`` and the
+    like) that another OpenAI server rejects, so cloud targets get the client's own body.
+    """
+
+    body: Json
+
+
 class Backend(ABC):
-    """One target. Requests arrive as validated vLLM/OpenAI protocol objects."""
+    """One target. Local replicas get validated vLLM request objects; cloud targets a RawRequest."""
 
     @abstractmethod
     async def chat(self, request: Any) -> Answer:

@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from engine.demo import DEEPSEEK_ID, MINILM_ID, SMOLLM2_ID
-from tests.graph import Deployment
+from tests.graph import CLOUD_ID, DEEPSEEK_CONTEXT, Deployment
 
 pytestmark = pytest.mark.e2e
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
@@ -46,7 +46,7 @@ def test_json_schema_output_validates(sdk: openai.OpenAI) -> None:
         "required": ["city", "stars"],
         "additionalProperties": False,
     }
-    for model in (SMOLLM2_ID, DEEPSEEK_ID):
+    for model in (SMOLLM2_ID, DEEPSEEK_ID, CLOUD_ID):  # the cloud gets the client's own JSON
         reply = sdk.chat.completions.create(
             model=model, messages=FRANCE, max_tokens=60, temperature=0,
             response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": schema}},
@@ -91,7 +91,7 @@ def test_models_carry_turnout_metadata(http: httpx.Client) -> None:
     assert {SMOLLM2_ID, DEEPSEEK_ID, MINILM_ID, "cloud/standin/smollm2-standin"} <= set(cards)
     assert cards[MINILM_ID]["turnout"]["capabilities"] == ["embeddings"]
     assert cards[DEEPSEEK_ID]["turnout"]["family"] == "deepseek"
-    assert cards[DEEPSEEK_ID]["turnout"]["context_length"] == 512
+    assert cards[DEEPSEEK_ID]["turnout"]["context_length"] == DEEPSEEK_CONTEXT
     assert cards["cloud/standin/smollm2-standin"]["turnout"]["kind"] == "cloud"
 
 

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from engine.demo import DEEPSEEK_ID, MINILM_ID, SMOLLM2_ID
-from tests.graph import CLOUD_ID
+from tests.graph import CLOUD_ID, DEEPSEEK_CONTEXT
 
 pytestmark = pytest.mark.e2e
 HELLO = [{"role": "user", "content": "Hello"}]
@@ -40,7 +40,7 @@ def test_size_hints_pick_the_size(http: httpx.Client) -> None:
 
 
 def test_context_too_long_for_local_falls_back_to_cloud(http: httpx.Client) -> None:
-    prompt = [{"role": "user", "content": "hello " * 900}]  # > 512 tokens of the tiny DeepSeek
+    prompt = [{"role": "user", "content": "hello " * (DEEPSEEK_CONTEXT + 400)}]  # longer than its context
     reply = _chat(http, model=DEEPSEEK_ID, messages=prompt)
     assert reply.json()["model"] in {SMOLLM2_ID, CLOUD_ID}
     assert f"{DEEPSEEK_ID}=context_length" in reply.headers["x-turnout-route"]
