@@ -6,7 +6,7 @@ export TURNOUT_HOME ?= $(CURDIR)/.turnout
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install models serve test unit integration clean
+.PHONY: install models serve test unit integration bench soak clean
 
 $(VENV)/.installed: pyproject.toml clients/parlant/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,20 @@ unit: install
 
 integration: models
 	$(PY) -m pytest -q -m integration
+
+# Benchmarks (not part of `make test`): results, report.md and plots go to $(BENCH_OUT).
+BENCH_OUT ?= benchmarks/results
+bench: models
+	mkdir -p $(BENCH_OUT)
+	$(PY) -m pytest benchmarks -o testpaths=benchmarks -p no:cacheprovider \
+		--benchmark-json=$(BENCH_OUT)/bench.json --benchmark-columns=min,median,max,rounds; \
+	status=$$?; $(PY) -m benchmarks.report $(BENCH_OUT)/bench.json; exit $$status
+
+# The long soak: 10 minutes at concurrency 16 on the demo graph; figures in $(BENCH_OUT)/soak.json.
+soak: models
+	mkdir -p $(BENCH_OUT)
+	TURNOUT_SOAK_S=600 TURNOUT_SOAK_CONCURRENCY=16 TURNOUT_SOAK_REPORT=$(BENCH_OUT)/soak.json \
+		$(PY) -m pytest -q -s tests/e2e/test_soak.py
 
 clean:
 	rm -rf $(VENV) $(TURNOUT_HOME)

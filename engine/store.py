@@ -24,7 +24,7 @@ from pathlib import Path
 
 from engine import huggingface, ollama
 from engine.checkpoint import inspect_checkpoint
-from engine.errors import ClientError, ModelExistsError, ModelNotFoundError
+from engine.errors import ClientError, InvalidCheckpointError, ModelExistsError, ModelNotFoundError
 from engine.gguf import convert_gguf, suggested_name
 from engine.protocol import ModelRecord, ModelType, SourceKind, model_id, parse_model_id, validate_name
 from engine.registry import Registry
@@ -256,8 +256,27 @@ def _ollama_metadata(found: ollama.OllamaModel) -> dict[str, str]:
 
 
 def _copy_tree(src: Path, out: Path) -> dict[str, str]:
+    """Copy a checkpoint into the store as regular files only.
+
+    A link to a file is copied as that file (hub snapshots link into their blob store); a link
+    to a directory or to nothing is refused, so a copy can neither pull in a tree from elsewhere
+    (a link to ``/``) nor leave a link out of the store behind.
+    """
+    for link in _links(src):
+        if link.is_dir() or not link.exists():
+            raise InvalidCheckpointError(
+                f"{link} links to a directory or to nothing; a checkpoint may only link to files",
+                param="path",
+            )
     shutil.copytree(src, out, dirs_exist_ok=True)
     return {}
+
+
+def _links(root: Path) -> list[Path]:
+    found = []
+    for folder, dirs, files in os.walk(root):  # does not follow links to directories
+        found += [Path(folder, n) for n in (*dirs, *files) if Path(folder, n).is_symlink()]
+    return found
 
 
 def _pid_alive(pid: int) -> bool:

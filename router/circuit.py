@@ -115,7 +115,13 @@ class CircuitBoard:
     def with_circuits(
         self, stats: Mapping[str, TargetStats], target_ids: Iterable[str]
     ) -> dict[str, TargetStats]:
-        """``stats`` for ``target_ids`` with each entry's ``circuit`` set from this board."""
-        return {
-            i: stats.get(i, IDLE).model_copy(update={"circuit": self.state(i)}) for i in target_ids
-        }
+        """``stats`` for ``target_ids`` with each entry's ``circuit`` set from this board.
+
+        Runs on every routing decision, so an entry is copied only when its circuit is not closed.
+        """
+        merged = {i: stats.get(i, IDLE) for i in target_ids}
+        for i, breaker in self._breakers.items():
+            entry = merged.get(i)
+            if entry is not None and entry.circuit is not breaker.state:
+                merged[i] = entry.model_copy(update={"circuit": breaker.state})
+        return merged

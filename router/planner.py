@@ -41,6 +41,8 @@ class Router:
         self._policy = policy or make_policy(self._settings.policy)
         self._by_id = _index(targets)
         self._ordered = _configured_order(self._by_id, self._settings.fallback_order)
+        # auto routing's static filter (capabilities, then size), memoised: the targets are fixed
+        self._eligible: dict[tuple[frozenset, object], tuple[list[Target], list[Target]]] = {}
 
     @classmethod
     def build(
@@ -106,10 +108,9 @@ class Router:
         return RoutePlan(targets=tuple(kept), skipped=tuple(skipped), policy=EXPLICIT)
 
     def _plan_auto(self, needs: RequestNeeds, stats: Mapping[str, TargetStats]) -> RoutePlan:
-        capable = [t for t in self._ordered if not t.missing(needs)]
+        capable, sized = self._eligible_for(needs)
         if not capable:
             raise capability_error(self._ordered, needs)
-        sized = [t for t in capable if needs.size is None or t.size is needs.size]
         if not sized:
             raise _size_error(needs)
         kept, skipped = screen(sized, needs, stats)
@@ -117,6 +118,15 @@ class Router:
             raise explain_empty(sized, needs, skipped)
         ordered = self._policy.order(kept, stats, needs)
         return RoutePlan(targets=tuple(ordered), skipped=tuple(skipped), policy=self._policy.name)
+
+    def _eligible_for(self, needs: RequestNeeds) -> tuple[list[Target], list[Target]]:
+        """Targets with every needed capability, and those of them of the wanted size."""
+        key = (needs.capabilities, needs.size)
+        if key not in self._eligible:
+            capable = [t for t in self._ordered if not t.missing(needs)]
+            sized = [t for t in capable if needs.size is None or t.size is needs.size]
+            self._eligible[key] = (capable, sized)
+        return self._eligible[key]
 
 
 def _index(targets: Iterable[Target]) -> dict[str, Target]:

@@ -10,7 +10,15 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
 from engine.errors import ConfigError
-from router.protocol import IDLE, CircuitState, RequestNeeds, RoutingPolicy, Target, TargetStats
+from router.protocol import (
+    IDLE,
+    CircuitState,
+    RequestNeeds,
+    RoutingPolicy,
+    Target,
+    TargetKind,
+    TargetStats,
+)
 
 
 class FirstEligible(RoutingPolicy):
@@ -36,12 +44,20 @@ class LeastLoaded(RoutingPolicy):
     def order(
         self, candidates: Sequence[Target], stats: Mapping[str, TargetStats], needs: RequestNeeds
     ) -> list[Target]:
-        def key(target: Target) -> tuple[bool, bool, float]:
-            current = stats.get(target.id, IDLE)
-            probing = current.circuit is not CircuitState.CLOSED
-            return (target.is_cloud, probing, 0.0 if target.is_cloud else current.load)
-
-        return sorted(candidates, key=key)
+        # One tuple per candidate built in a comprehension (this runs on every auto request);
+        # the index keeps ties in configured order and never compares two targets.
+        idle, closed = IDLE, CircuitState.CLOSED
+        keyed = [
+            (
+                target.kind is TargetKind.CLOUD,
+                (current := stats.get(target.id, idle)).circuit is not closed,
+                0.0 if current is idle or target.kind is TargetKind.CLOUD else current.load,
+                index,
+            )
+            for index, target in enumerate(candidates)
+        ]
+        keyed.sort()
+        return [candidates[entry[3]] for entry in keyed]
 
 
 POLICIES: Mapping[str, type[RoutingPolicy]] = MappingProxyType(

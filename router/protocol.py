@@ -112,6 +112,8 @@ class Target(BaseModel):
 
     def missing(self, needs: RequestNeeds) -> list[Capability]:
         """The needed capabilities this target lacks, in :class:`Capability` order."""
+        if needs.capabilities <= self.capabilities:  # the common case, on every routing decision
+            return []
         return [c for c in Capability if c in needs.capabilities and c not in self.capabilities]
 
     def fits(self, needs: RequestNeeds) -> bool:

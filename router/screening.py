@@ -40,8 +40,13 @@ def screen(
     """Split ``targets`` (order kept) into those that can take the request and skip events."""
     kept: list[Target] = []
     skipped: list[RouteEvent] = []
+    tokens, wanted = needs.context_tokens, needs.capabilities
     for target in targets:
-        reason = skip_reason(target, needs, stats.get(target.id, IDLE))
+        current = stats.get(target.id, IDLE)
+        if current is IDLE and tokens <= target.context_length and wanted <= target.capabilities:
+            kept.append(target)  # the common case, decided without building a reason
+            continue
+        reason = skip_reason(target, needs, current)
         if reason is None:
             kept.append(target)
         else:

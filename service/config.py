@@ -9,7 +9,7 @@ message naming the field.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -35,10 +35,27 @@ class AutoscalingSettings(_Strict):
     target_ongoing_requests: float = Field(default=16, gt=0, description="Per replica.")
 
 
+class ModelSource(_Strict):
+    """Where a model that is not in the store yet is fetched from, once, at start-up."""
+
+    kind: Literal["huggingface", "gguf", "ollama", "path"] = Field(
+        default="huggingface", description="The model store's source kind."
+    )
+    ref: str = Field(
+        min_length=1,
+        description="Hub repo id (huggingface), a .gguf file (gguf), an Ollama reference such as "
+        "smollm2:135m (ollama), or a checkpoint directory (path), e.g. on the model-cache volume.",
+    )
+    revision: str | None = Field(default=None, description="Hub branch, tag or commit (huggingface).")
+
+
 class ModelSettings(_Strict):
     """One served model: which registered model, how its engine runs, how many replicas."""
 
     id: str = Field(description="Registered model id, local/<family>/<name>.")
+    source: ModelSource | None = Field(
+        default=None, description="Fetch the model into the store under this id when it is missing."
+    )
     engine: EngineSettings = Field(default_factory=EngineSettings)
     replicas: int = Field(default=1, ge=1, le=1000, description="Fixed replica count.")
     autoscaling: AutoscalingSettings | None = Field(

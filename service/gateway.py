@@ -19,7 +19,7 @@ from router.circuit import CircuitBoard
 from router.fallback import Routed, walk
 from router.needs import derive_needs
 from router.planner import Router
-from router.protocol import Endpoint, RequestNeeds, RoutePlan, Target, TargetStats
+from router.protocol import IDLE, Endpoint, RequestNeeds, RoutePlan, Target, TargetStats
 from service.backends.protocol import DONE, Answer, Backend, Json, RawRequest, error_event
 from service.metrics import Metrics
 from service.moderation import moderate_with_chat
@@ -88,9 +88,13 @@ class Gateway:
         return await self.backends[target.id].tokenize(_retarget(request, target, {}))
 
     def stats(self) -> dict[str, TargetStats]:
-        """Live health, circuit state and load of every target, for the router."""
+        """Live health, circuit state and load of every target, for the router.
+
+        Runs on every request: idle healthy targets share one object, and the others are built
+        without validation (the gateway keeps ``in_flight`` non-negative).
+        """
         stats = {
-            target_id: TargetStats(healthy=self.healthy[target_id], in_flight=self.in_flight[target_id])
+            target_id: _live(self.healthy[target_id], self.in_flight[target_id])
             for target_id in self.backends
         }
         return self.circuits.with_circuits(stats, list(stats))
@@ -168,13 +172,19 @@ class Gateway:
         self.metrics.first_token(target_id, time.perf_counter() - started)
         try:
             async for chunk in chunks:
-                count += 1
+                count += chunk.count("\n\n")  # a chunk may carry several SSE events
                 yield chunk
             status = "ok"
         except Exception as e:  # noqa: BLE001 - a backend that raised instead of ending the stream
             yield error_event(e) + DONE
         finally:
             self.metrics.streamed(endpoint, target_id, fell_back, count, time.perf_counter() - started, status)
+
+
+def _live(healthy: bool, in_flight: int) -> TargetStats:
+    if healthy and not in_flight:
+        return IDLE
+    return TargetStats.model_construct(healthy=healthy, in_flight=in_flight)
 
 
 def _retarget(request: Any, target: Target, body: Json) -> Any:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from ray.serve.deployment import Application
 from ray.serve.llm import LLMConfig, build_llm_deployment
 
 from engine.config import Platform, build_engine_args, detect_platform
-from engine.protocol import ModelRecord
+from engine.errors import ModelExistsError, ModelNotFoundError
+from engine.protocol import ModelRecord, parse_model_id
 from engine.store import LocalModelManager
 from service.config import ModelSettings, TurnoutConfig, load_config
 from service.deployment import TurnoutIngress
@@ -45,11 +47,35 @@ def _placement(model: ModelSettings, platform: Platform) -> dict[str, Any]:
     return {"bundle_per_worker": {"GPU": gpus / model.engine.tensor_parallel_size, "CPU": 1}}
 
 
+def model_record(store: LocalModelManager, model: ModelSettings) -> ModelRecord:
+    """The store's record of ``model``, fetched into the store first when it has a ``source``.
+
+    A registered model is used as it is, whatever its source says. A missing model without a
+    source raises ``ModelNotFoundError``, as before sources existed. A missing model with one is
+    fetched through ``LocalModelManager.download_model`` (hub downloads read ``HF_TOKEN`` from the
+    environment) and registered under the configured family and name, so the record's id is
+    ``model.id``; a concurrent fetch of the same model that registers first wins. Blocks until the
+    fetch is done, so it must not be called from a running event loop.
+    """
+    try:
+        return store.get_model(model.id)
+    except ModelNotFoundError:
+        if model.source is None:
+            raise
+    family, name = parse_model_id(model.id)
+    source = model.source
+    fetch = store.download_model(source.ref, family, source.kind, name=name, revision=source.revision)
+    try:
+        return asyncio.run(fetch)
+    except ModelExistsError:
+        return store.get_model(model.id)
+
+
 def build_graph(config: TurnoutConfig, platform: Platform | None = None) -> Application:
     """The application: the ingress bound to a handle of every model's deployment."""
     platform = platform or detect_platform()
     store = LocalModelManager(config.store_root)
-    records = [store.get_model(m.id) for m in config.models]
+    records = [model_record(store, m) for m in config.models]
     handles = {
         r.id: build_llm_deployment(
             llm_config(m, r, platform), name_prefix="model:", deployment_cls=TurnoutLLMServer

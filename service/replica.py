@@ -1,17 +1,78 @@
-"""The per-model replica: ``ray.serve.llm``'s ``LLMServer`` hosting vLLM's AsyncLLM, plus one fix.
+"""The per-model replica: ``ray.serve.llm``'s ``LLMServer`` hosting vLLM's AsyncLLM, plus two fixes.
 
-Ray 2.60 looks vLLM's tokenization handler up under its pre-0.32 name
-(``openai_serving_tokenization``); vLLM 0.32 calls it ``serving_tokenization``, so ``/tokenize``
-would answer "not supported" for every model. After the engine starts, the handler is wired in.
+- Ray 2.60 looks vLLM's tokenization handler up under its pre-0.32 name
+  (``openai_serving_tokenization``); vLLM 0.32 calls it ``serving_tokenization``, so ``/tokenize``
+  would answer "not supported" for every model. After the engine starts, the handler is wired in.
+- ``LLMServer`` sends a stream's SSE events in batches, one every ``stream_batching_interval_ms``
+  (50 ms), and the first batch waits out a whole interval too: up to 50 ms added to every time to
+  first token. :class:`FirstOutputBatcher` sends the first batch as soon as the engine has output,
+  and batches the rest as Ray does.
+- Ray Serve LLM copies ``HF_TOKEN`` and ``HUGGING_FACE_HUB_TOKEN`` from the replica's environment
+  into the runtime env of its engine workers, and Ray's runtime-env agent writes every runtime env
+  to its log in clear text. Turnout's engines load checkpoints from the model store, never from the
+  hub, so they need no token: the copy is turned off before the server starts.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from ray.llm._internal.serve.engines.vllm import vllm_models
+from ray.llm._internal.serve.utils.batcher import Batcher
 from ray.serve.llm import LLMServer
 
 
+class FirstOutputBatcher(Batcher):
+    """Ray's stream batcher, except that the first batch leaves as soon as there is output.
+
+    The first batch holds everything the engine produced in its first step (for a chat stream,
+    the role chunk and the first token). An interval of 0 or None keeps Ray's behaviour.
+    """
+
+    def __init__(self, generator: AsyncGenerator[Any, None], interval_ms: float | None) -> None:
+        self._output = asyncio.Event()
+        super().__init__(generator, interval_ms=interval_ms)
+
+    async def read(self) -> None:
+        try:
+            async for item in self.generator:
+                self.queue.put_nowait(item)
+                self._output.set()
+        finally:
+            self.done_event.set()
+            self._output.set()
+
+    async def stream(self) -> AsyncGenerator[Any, None]:
+        if self.interval_s:
+            await self._output.wait()
+            await asyncio.sleep(0)  # let the reader queue the rest of the same engine step
+            first, done = self.check_done_and_drain()
+            if first:
+                yield self._merge_results(first)
+            if done:
+                self.read_task.result()  # raise the generator's error, if any
+                return
+        async for batch in super().stream():
+            yield batch
+
+
+HUB_TOKENS = frozenset({"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"})
+
+
+def keep_hub_tokens_out_of_runtime_envs() -> None:
+    """Stop Ray Serve LLM from copying hub tokens into engine workers' (logged) runtime envs."""
+    vllm_models.ENV_VARS_TO_PROPAGATE.difference_update(HUB_TOKENS)
+
+
 class TurnoutLLMServer(LLMServer):
-    """``LLMServer`` with vLLM 0.32's tokenization handler wired in."""
+    """``LLMServer`` with vLLM 0.32's tokenization handler wired in, a prompt first batch, and
+    no hub token in its engines' runtime env."""
+
+    async def __init__(self, *args: Any, **kwargs: Any) -> None:
+        keep_hub_tokens_out_of_runtime_envs()
+        await super().__init__(*args, **kwargs)
 
     async def start(self) -> None:
         await super().start()
@@ -19,3 +80,6 @@ class TurnoutLLMServer(LLMServer):
         state = getattr(engine, "_app_state", None)
         if getattr(engine, "_oai_serving_tokenization", None) is None and state is not None:
             engine._oai_serving_tokenization = getattr(state, "serving_tokenization", None)
+
+    def _batch_output_stream(self, generator: AsyncGenerator[Any, None]) -> AsyncGenerator[Any, None]:
+        return FirstOutputBatcher(generator, self._get_batch_interval_ms()).stream()

@@ -24,6 +24,7 @@ CLOUD_NAME = "smollm2-standin"
 CLOUD_ID = f"cloud/standin/{CLOUD_NAME}"
 CLOUD_KEY_ENV = "TURNOUT_E2E_CLOUD_KEY"
 DEEPSEEK_CONTEXT = 2048
+MAX_ONGOING = 64  # the ingress's limit (Parlant starts ~30 requests at once); test_overload goes past it
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Deployment:
     metrics_url: str
     cloud_key: str
     startup_s: float
+    hf_token: str = ""  # in the graph's environment (unused offline): it must never show either
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, timeout=180)
@@ -70,7 +72,10 @@ def e2e_config(cloud_port: int, port: int, metrics_port: int, dashboard_port: in
             "circuit": {"failure_threshold": 2, "cooldown_s": 5},
         },
         "server": {"port": port, "metrics_export_port": metrics_port, "dashboard_port": dashboard_port},
-        "limits": {"first_token_timeout_s": 20, "health_check_period_s": 2, "max_body_bytes": 65536},
+        "limits": {
+            "first_token_timeout_s": 20, "health_check_period_s": 2, "max_body_bytes": 65536,
+            "max_ongoing_requests": MAX_ONGOING,
+        },
     }
 
 
@@ -79,7 +84,7 @@ def deployment(
     tmp_path_factory: pytest.TempPathFactory, demo_store: LocalModelManager, smollm2_record: ModelRecord
 ) -> Iterator[Deployment]:
     work = tmp_path_factory.mktemp("e2e")
-    key = secrets.token_hex(16)
+    key, hf_token = secrets.token_hex(16), f"hf_{secrets.token_hex(16)}"
     cloud_port, port, metrics_port, dashboard_port = (free_port() for _ in range(4))
     cloud = start(
         vllm_server_command(smollm2_record.path, CLOUD_NAME, cloud_port, key),
@@ -89,13 +94,14 @@ def deployment(
     config.write_text(yaml.safe_dump(e2e_config(cloud_port, port, metrics_port, dashboard_port)))
     turnout = start(
         [str(REPO / ".venv" / "bin" / "turnout"), "serve", "--config", str(config)],
-        work / "turnout.log", env={CLOUD_KEY_ENV: key, "TURNOUT_HOME": str(demo_store.root)},
+        work / "turnout.log",
+        env={CLOUD_KEY_ENV: key, "TURNOUT_HOME": str(demo_store.root), "HF_TOKEN": hf_token},
     )
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_until(cloud, lambda: answers(f"http://127.0.0.1:{cloud_port}/health"), 400)
         startup = wait_until(turnout, lambda: _serving(turnout, base_url), 600)
-        yield Deployment(turnout, base_url, f"http://127.0.0.1:{metrics_port}/metrics", key, startup)
+        yield Deployment(turnout, base_url, f"http://127.0.0.1:{metrics_port}/metrics", key, startup, hf_token)
     finally:
         code = turnout.stop(signal.SIGINT)
         cloud.stop(signal.SIGTERM)

@@ -9,14 +9,18 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.errors import AuthenticationError, OverloadedError, error_body
 
-OPEN_PATHS = frozenset({"/health", "/ready"})
+# Probes, and the API's own description: like OpenAI's published spec it holds no data, and
+# clients and schema-driven tools read it before they have a key.
+OPEN_PATHS = frozenset({"/health", "/ready", "/openapi.json", "/docs"})
 
 
 class Guards:
     """Rejects requests without a valid key (401) and beyond ``max_ongoing`` at once (503).
 
-    Keys are compared in constant time. ``/health`` and ``/ready`` are always open. A streamed
-    response holds its slot until its last byte is sent.
+    The token after ``Bearer `` must equal a key exactly; it is compared with every key in
+    constant time, so neither timing nor which key matched tells anything. The paths in
+    :data:`OPEN_PATHS` are always open. A streamed response holds its slot until its last byte
+    is sent.
     """
 
     def __init__(self, app: ASGIApp, *, keys: list[str], max_ongoing: int) -> None:
@@ -46,7 +50,7 @@ class Guards:
         scheme, _, token = header.partition(b" ")
         if scheme.lower() != b"bearer" or not token:
             return False
-        matches = [hmac.compare_digest(token.strip(), key) for key in self._keys]
+        matches = [hmac.compare_digest(token, key) for key in self._keys]  # all, not any()
         return any(matches)
 
 

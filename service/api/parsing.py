@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 from typing import Any
 
 from jsonschema import SchemaError
 from jsonschema.validators import validator_for
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
+from vllm.exceptions import VLLMClientError
 
 from engine.errors import ClientError
 from service.api.errors import PayloadTooLargeError
+from service.api.openapi import MAX_N
 from service.config import LimitsSettings
 
 Json = dict[str, Any]
+MAX_DEPTH = 100  # JSON nesting levels of a request body; JSON schemas rarely pass 30
+# OpenAI's bounds, which vLLM's request models do not check (max_tokens has its cap below too).
+_RANGES = {
+    "max_tokens": (1, math.inf), "max_completion_tokens": (1, math.inf), "n": (1, MAX_N),
+    "temperature": (0, 2), "top_p": (0, 1),
+}
 
 
 async def read_json(request: Request, limits: LimitsSettings) -> Json:
@@ -28,17 +38,28 @@ async def read_json(request: Request, limits: LimitsSettings) -> Json:
         if len(raw) > limits.max_body_bytes:
             raise _too_large(limits)
     try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ClientError(f"the request body is not valid JSON: {e}") from None
+        body = json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as e:  # bad JSON, bad UTF-8, NaN, absurd nesting
+        raise ClientError(f"the request body is not valid JSON: {_describe(e)}") from None
+    if _has_lone_surrogate(raw, body):
+        raise ClientError("the request body holds an unpaired UTF-16 surrogate escape (\\ud800-\\udfff)")
     if not isinstance(body, dict):
         raise ClientError("the request body must be a JSON object")
+    if _depth(body) > MAX_DEPTH:  # deeper bodies would exhaust the stack of later steps
+        raise ClientError(f"the request body is nested more than {MAX_DEPTH} levels deep")
     body.setdefault("model", "auto")
     return body
 
 
 def validated(model: type[BaseModel], body: Json, limits: LimitsSettings) -> Any:
-    """``body`` as ``model``; 400 naming each invalid field, the max_tokens cap and a bad schema."""
+    """``body`` as ``model``; 400 naming each invalid field, the max_tokens cap and a bad schema.
+
+    A field that neither the request model nor Turnout knows is rejected as OpenAI does
+    ("Unrecognized request argument"), not dropped: nothing a client sends is silently ignored.
+    """
+    unknown = sorted(set(body) - known_fields(model))
+    if unknown:
+        raise ClientError(f"Unrecognized request argument supplied: {', '.join(unknown)}", param=unknown[0])
     _check_generation_fields(body, limits)
     try:
         return model.model_validate(body)
@@ -46,11 +67,27 @@ def validated(model: type[BaseModel], body: Json, limits: LimitsSettings) -> Any
         first = e.errors()[0]
         fields = "; ".join(f"{_loc(err)}: {err['msg']}" for err in e.errors()[:5])
         raise ClientError(f"invalid request: {fields}", param=_loc(first)) from None
+    except VLLMClientError as e:  # raised by vLLM's model validators, past pydantic
+        raise ClientError(f"invalid request: {e}", param=getattr(e, "parameter", None)) from None
+
+
+@functools.cache
+def known_fields(model: type[BaseModel]) -> frozenset[str]:
+    """The body keys ``model`` accepts (names and aliases), plus Turnout's own ``size`` hint."""
+    names = {"size"}
+    for name, field in model.model_fields.items():
+        names.add(name)
+        for alias in (field.alias, field.validation_alias):
+            if isinstance(alias, str):
+                names.add(alias)
+    return frozenset(names)
 
 
 def _check_generation_fields(body: Json, limits: LimitsSettings) -> None:
     if "messages" in body and (not isinstance(body["messages"], list) or not body["messages"]):
         raise ClientError("messages must be a non-empty list", param="messages")
+    for key, (lowest, highest) in _RANGES.items():
+        _check_range(key, body.get(key), lowest, highest)
     for key in ("max_tokens", "max_completion_tokens"):
         value = body.get(key)
         if isinstance(value, int) and value > limits.max_tokens_cap:
@@ -69,6 +106,42 @@ def _check_schema(response_format: Any) -> None:
         validator_for(schema).check_schema(schema)
     except SchemaError as e:
         raise ClientError(f"response_format holds an invalid JSON schema: {e.message}", param="response_format") from None
+
+
+def _check_range(key: str, value: Any, lowest: float, highest: float) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or lowest <= value <= highest:
+        return  # absent, or of a wrong type that the request model names
+    bound = f"at least {lowest}" if highest == math.inf else f"between {lowest} and {highest}"
+    raise ClientError(f"{key} is {value}; it must be {bound}", param=key)
+
+
+def _depth(value: Any) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, level + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _describe(error: Exception) -> str:
+    return "nested too deeply" if isinstance(error, RecursionError) else str(error)
+
+
+def _has_lone_surrogate(raw: bytes, body: Any) -> bool:
+    """Whether ``body`` holds a surrogate escape that is not half of a pair (not encodable)."""
+    if b"\\ud" not in raw.lower():  # the escapes themselves are rare; skip the full check
+        return False
+    try:
+        json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _loc(error: dict) -> str:

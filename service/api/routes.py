@@ -18,6 +18,8 @@ from service.openai_types import (
 from engine.errors import ClientError
 from router.needs import SIZE_HEADER
 from router.protocol import ROUTE_HEADER
+from service.api import openapi
+from service.api.openapi import request_body
 from service.api.parsing import read_json, validated
 from service.gateway import Gateway, Served
 
@@ -37,28 +39,28 @@ def _respond(served: Served) -> Response:
     return JSONResponse(served.answer.body, headers=headers)
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", openapi_extra=request_body(openapi.CHAT))
 async def chat(request: Request) -> Response:
     body = await read_json(request, request.app.state.limits)
     parsed = validated(ChatCompletionRequest, body, request.app.state.limits)
     return _respond(await _gateway(request).chat(body, parsed, request.headers.get(SIZE_HEADER)))
 
 
-@router.post("/v1/completions")
+@router.post("/v1/completions", openapi_extra=request_body(openapi.COMPLETIONS))
 async def completions(request: Request) -> Response:
     body = await read_json(request, request.app.state.limits)
     parsed = validated(CompletionRequest, body, request.app.state.limits)
     return _respond(await _gateway(request).completions(body, parsed, request.headers.get(SIZE_HEADER)))
 
 
-@router.post("/v1/embeddings")
+@router.post("/v1/embeddings", openapi_extra=request_body(openapi.EMBEDDINGS))
 async def embeddings(request: Request) -> Response:
     body = await read_json(request, request.app.state.limits)
     parsed = validated(EmbeddingCompletionRequest, body, request.app.state.limits)
     return _respond(await _gateway(request).embeddings(body, parsed, request.headers.get(SIZE_HEADER)))
 
 
-@router.post("/v1/moderations")
+@router.post("/v1/moderations", openapi_extra=request_body(openapi.MODERATIONS))
 async def moderations(request: Request) -> Response:
     body = await read_json(request, request.app.state.limits)
     if "input" not in body:
@@ -66,7 +68,7 @@ async def moderations(request: Request) -> Response:
     return _respond(await _gateway(request).moderations(body, request.headers.get(SIZE_HEADER)))
 
 
-@router.post("/tokenize")
+@router.post("/tokenize", openapi_extra=request_body(openapi.TOKENIZE))
 async def tokenize(request: Request) -> Response:
     body = await read_json(request, request.app.state.limits)
     model = body.get("model")

@@ -91,24 +91,39 @@ class ReplicaBackend(Backend):
 
 
 async def _relay(first: list[str] | str, gen: DeploymentResponseGenerator) -> AsyncIterator[str]:
-    """Yield the stream's SSE strings; a failure part-way ends it with an error event."""
+    """Yield the stream's SSE events, one string per batch the replica sent (one write each,
+    not one per token); a failure part-way ends it with an error event."""
     finished = False
     try:
-        for item in _as_list(first):
-            yield item
-        async for batch in gen:
-            for item in _as_list(batch):
-                if isinstance(item, ErrorResponse):
-                    yield error_event(_from_error_response(item)) + DONE
-                    finished = True
-                    return
-                yield item
+        batch: Any = first
+        while True:
+            text, error = _joined(batch)
+            if error is not None:
+                yield text + error_event(error) + DONE
+                finished = True
+                return
+            if text:
+                yield text
+            try:
+                batch = await gen.__anext__()
+            except StopAsyncIteration:
+                break
         finished = True
     except Exception as e:  # noqa: BLE001 - reported to the client as the stream's last event
         yield error_event(e) + DONE
     finally:
         if not finished:
             gen.cancel()  # the client left, or the replica failed: stop the engine request
+
+
+def _joined(batch: Any) -> tuple[str, TurnoutError | None]:
+    """One batch's SSE strings as one string, and the error that ends the stream, if any."""
+    parts: list[str] = []
+    for item in _as_list(batch):
+        if isinstance(item, ErrorResponse):
+            return "".join(parts), _from_error_response(item)
+        parts.append(item)
+    return "".join(parts), None
 
 
 def _as_list(item: Any) -> list[Any]:

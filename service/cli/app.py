@@ -8,13 +8,14 @@ import sys
 import typer
 
 from engine.errors import ClientError, TurnoutError
-from service.cli import generate, models, serve
+from service.cli import chart, generate, models, serve
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Turnout: LLM serving on vLLM and Ray Serve.")
 app.add_typer(models.app, name="models")
 app.command("generate")(generate.generate)
 app.command("serve")(serve.serve)
 app.command("build-config")(serve.build_config)
+app.command("chart-schema")(chart.chart_schema)
 
 
 @app.callback()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import time
@@ -11,7 +12,7 @@ import psutil
 import pytest
 
 from engine.demo import DEEPSEEK_ID, SMOLLM2_ID
-from tests.graph import CLOUD_ID
+from tests.graph import CLOUD_ID, DEEPSEEK_CONTEXT
 
 pytestmark = pytest.mark.e2e
 HELLO = [{"role": "user", "content": "Hello"}]
@@ -68,7 +69,10 @@ def test_killed_replica_falls_back_opens_circuit_and_recovers(http: httpx.Client
 
 
 def test_stream_that_fails_after_first_token_ends_with_error_event(http: httpx.Client) -> None:
-    body = {"model": DEEPSEEK_ID, "messages": HELLO, "max_tokens": 400, "stream": True, "ignore_eos": True}
+    # Long enough that the kill lands while tokens are still being generated (the tiny DeepSeek
+    # is fast, and the ingress relays a batch of tokens per write).
+    tokens = DEEPSEEK_CONTEXT - 64
+    body = {"model": DEEPSEEK_ID, "messages": HELLO, "max_tokens": tokens, "stream": True, "ignore_eos": True}
     events = []
     with http.stream("POST", "/v1/chat/completions", json=body) as reply:
         assert reply.status_code == 200
@@ -81,5 +85,49 @@ def test_stream_that_fails_after_first_token_ends_with_error_event(http: httpx.C
     assert events[-1] == "[DONE]"
     payloads = [json.loads(e) for e in events[:-1]]
     assert "error" in payloads[-1], payloads[-1]
-    assert len(payloads) < 400
+    assert len(payloads) < tokens
     wait_until_served_by(http, DEEPSEEK_ID)
+
+
+def _outcome(reply: httpx.Response, stream: bool) -> str:
+    """How one request ended: served (by whom), an error event in the stream, or a clean error."""
+    if reply.status_code != 200:
+        body = reply.json()  # a clean OpenAI error, never a bare 500 page
+        assert "error" in body and reply.status_code in {429, 503}, (reply.status_code, body)
+        return "error"
+    if not stream:
+        answer = reply.json()
+        assert answer["choices"][0]["finish_reason"] in {"length", "stop"} and answer["usage"]["completion_tokens"]
+        return "fallback" if answer["model"] != SMOLLM2_ID else "served"
+    events = [line.removeprefix("data: ") for line in reply.text.splitlines() if line.startswith("data: ")]
+    assert events and events[-1] == "[DONE]", events[-3:]  # every stream is closed properly
+    last = json.loads(events[-2])
+    if "error" in last:
+        return "stream_error"
+    assert last["choices"] or last.get("usage"), last
+    return "fallback" if last["model"] != SMOLLM2_ID else "served"
+
+
+def test_engine_killed_under_concurrent_load_loses_no_request(deployment, http: httpx.Client) -> None:
+    """12 clients (half streaming) on SmolLM2; its replica is SIGKILLed while they run."""
+    async def one(client: httpx.AsyncClient, i: int) -> str:
+        stream = i % 2 == 1
+        body = {"model": SMOLLM2_ID, "messages": HELLO, "max_tokens": 48, "ignore_eos": True, "stream": stream}
+        await asyncio.sleep(0.2 * i)
+        reply = await client.post("/v1/chat/completions", json=body)
+        return _outcome(reply, stream)
+
+    async def load() -> list[str]:
+        async with httpx.AsyncClient(base_url=deployment.base_url, timeout=120) as client:
+            tasks = [asyncio.create_task(one(client, i)) for i in range(12)]
+            await asyncio.sleep(1.5)  # the first requests are being generated
+            assert kill_replica(SMOLLM2_ID) == 1
+            return await asyncio.gather(*tasks)  # a hang fails here, on the client timeout
+
+    outcomes = asyncio.run(load())
+    counts = {kind: outcomes.count(kind) for kind in sorted(set(outcomes))}
+    print(f"\nengine killed under load: {len(outcomes)} requests -> {counts}")
+    assert len(outcomes) == 12
+    assert counts.get("fallback", 0) >= 1, counts  # later requests went to the next target
+    assert set(counts) <= {"served", "fallback", "stream_error", "error"}
+    wait_until_served_by(http, SMOLLM2_ID)

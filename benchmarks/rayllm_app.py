@@ -1,0 +1,43 @@
+"""Ray Serve LLM's own OpenAI app (``build_openai_app``) for one model, as its users deploy it.
+
+Run as ``python -m benchmarks.rayllm_app MODEL_ID PORT [BIND]``. The model's ``LLMConfig`` comes from
+the same function that configures Turnout's replicas (``service.graph.llm_config``), so the engine
+arguments, placement and engine environment are identical; only the app around it differs.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+
+import ray
+from ray import serve
+from ray.serve.llm import build_openai_app
+
+from engine.config import EngineSettings, Platform, detect_platform
+from engine.store import LocalModelManager
+from service.config import ModelSettings
+from service.graph import llm_config
+
+
+def main(model_id: str, port: int, bind: str | None) -> None:
+    record = LocalModelManager().get_model(model_id)
+    settings = ModelSettings(id=model_id, engine=EngineSettings(cpu_threads_bind=bind))
+    platform: Platform = detect_platform()
+    config = llm_config(settings, record, platform)
+    ray.init(include_dashboard=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_openai_app({"llm_configs": [config]}), name="rayllm", route_prefix="/", blocking=False)
+    print("rayllm is serving", flush=True)
+    stop = {"now": False}
+    signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    while not stop["now"]:
+        time.sleep(0.5)
+    serve.shutdown()
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else None)

@@ -1,0 +1,192 @@
+"""The benchmark report: a markdown table of every figure, the target ratios, and PNG plots.
+
+``python -m benchmarks.report RESULTS.json [OUT_DIR]`` reads pytest-benchmark's JSON (the
+figures are in each benchmark's ``extra_info``) and writes ``report.md``, ``throughput.png`` and
+``ttft.png`` to ``OUT_DIR`` (default: the JSON's folder).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+Figures = list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One published target: a measured figure, how it compares, and the bound."""
+
+    name: str
+    value: float | None
+    bound: float
+    at_least: bool
+    unit: str = ""
+
+    @property
+    def met(self) -> bool | None:
+        if self.value is None or math.isnan(self.value):
+            return None
+        return self.value >= self.bound if self.at_least else self.value <= self.bound
+
+
+def load(path: Path) -> Figures:
+    """Every benchmark's ``extra_info`` (with its test name under ``name``)."""
+    data = json.loads(path.read_text())
+    return [{"name": b["name"], **b.get("extra_info", {})} for b in data["benchmarks"]]
+
+
+def suite(figures: Figures, name: str) -> Figures:
+    return [f for f in figures if f.get("suite") == name]
+
+
+def serving_point(figures: Figures, system: str, concurrency: int) -> dict[str, Any] | None:
+    for f in suite(figures, "serving"):
+        if f["system"] == system and f["concurrency"] == concurrency:
+            return f
+    return None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def targets(figures: Figures) -> list[Target]:
+    """The issue's targets, computed from one run's figures (None where a figure is missing)."""
+
+    def tput(system: str, c: int) -> float | None:
+        point = serving_point(figures, system, c)
+        return point["output_tokens_per_s"] if point else None
+
+    def ttft(system: str, c: int) -> float | None:
+        point = serving_point(figures, system, c)
+        return point["ttft_p50_s"] if point else None
+
+    hf = suite(figures, "transformers")
+    hf_tput = hf[0]["output_tokens_per_s"] if hf else None
+    t_ttft, v_ttft = ttft("turnout", 1), ttft("vllm", 1)
+    router50 = [f["p99_us"] for f in suite(figures, "router") if f["models"] == 50]
+    return [
+        Target("Turnout / vllm serve, output tokens/s at c=32", _ratio(tput("turnout", 32), tput("vllm", 32)), 0.95, True),
+        Target("TTFT p50 added by Turnout at c=1", (t_ttft - v_ttft) * 1000 if t_ttft and v_ttft else None, 15, False, "ms"),
+        Target("Turnout / Ray Serve LLM, output tokens/s at c=32", _ratio(tput("turnout", 32), tput("rayllm", 32)), 1.0, True),
+        Target("Turnout at c=32 / transformers sequential", _ratio(tput("turnout", 32), hf_tput), 8, True),
+        Target("Router decision with 50 models, p99", max(router50) if router50 else None, 100, False, "us"),
+    ]
+
+
+def markdown(figures: Figures) -> str:
+    """The whole report as markdown."""
+    out = ["# Benchmark report", "", "## Targets", "", "| target | measured | bound | met |", "|---|---|---|---|"]
+    for t in targets(figures):
+        value = "n/a" if t.value is None else f"{t.value:.3g}{(' ' + t.unit) if t.unit else ''}"
+        bound = f"{'>=' if t.at_least else '<='} {t.bound:g}{(' ' + t.unit) if t.unit else ''}"
+        met = {True: "yes", False: "**no**", None: "n/a"}[t.met]
+        out.append(f"| {t.name} | {value} | {bound} | {met} |")
+    out += _table(
+        "Serving (streaming completions over HTTP)",
+        ["system", "c", "requests", "errors", "out tok/s", "req/s", "TTFT p50 ms", "TTFT p99 ms",
+         "ITL p50 ms", "ITL p99 ms", "TPOT p50 ms", "client CPU"],
+        [
+            [f["system"], f["concurrency"], f["requests"], f["errors"], f"{f['output_tokens_per_s']:.1f}",
+             f"{f['requests_per_s']:.2f}", _ms(f["ttft_p50_s"]), _ms(f["ttft_p99_s"]), _ms(f["itl_p50_s"]),
+             _ms(f["itl_p99_s"]), _ms(f["tpot_p50_s"]), f"{f['client_cpu_share']:.0%}"]
+            for f in sorted(suite(figures, "serving"), key=lambda f: (f["system"], f["concurrency"]))
+        ],
+    )
+    out += _table(
+        "Transformers generate, one request at a time (in-process)",
+        ["requests", "out tok/s", "req/s", "latency p50 s", "torch threads"],
+        [[f["requests"], f"{f['output_tokens_per_s']:.1f}", f"{f['requests_per_s']:.3f}",
+          f"{f['latency_p50_s']:.2f}", f["torch_threads"]] for f in suite(figures, "transformers")],
+    )
+    out += _table(
+        "Router decision (stats + plan)",
+        ["models", "request", "p50 us", "p99 us"],
+        [[f["models"], f["request"], f"{f['p50_us']:.1f}", f"{f['p99_us']:.1f}"]
+         for f in sorted(suite(figures, "router"), key=lambda f: (f["request"], f["models"]))],
+    )
+    out += _table(
+        "Fallback cost inside the gateway (in-process backends)",
+        ["case", "p50 us", "p99 us"],
+        [[f["case"], f"{f['p50_us']:.1f}", f"{f['p99_us']:.1f}"] for f in suite(figures, "fallback")],
+    )
+    out += _table(
+        "Fallback cost over HTTP (primary: a cloud provider that is down)",
+        ["TTFT direct p50 ms", "circuit closed p50 ms", "circuit open p50 ms", "extra closed ms", "extra open ms"],
+        [[_ms(f["ttft_direct_p50_s"]), _ms(f["ttft_closed_p50_s"]), _ms(f["ttft_open_p50_s"]),
+          _ms(f["extra_closed_s"]), _ms(f["extra_open_s"])] for f in suite(figures, "fallback_http")],
+    )
+    embed = suite(figures, "embeddings")
+    out += _table(
+        "Embeddings (MiniLM)",
+        ["system", "texts", "texts/s", "concurrency", "texts/request"],
+        [[f["system"], f["texts"], f"{f['texts_per_s']:.1f}", f["concurrency"], f["texts_per_request"]] for f in embed],
+    )
+    by_system = {f["system"]: f["texts_per_s"] for f in embed}
+    if "turnout" in by_system and "vllm" in by_system:
+        out += ["", f"Turnout / vllm serve embeddings: {by_system['turnout'] / by_system['vllm']:.2f}"]
+    return "\n".join(out) + "\n"
+
+
+def plot(figures: Figures, out_dir: Path) -> list[Path]:
+    """Throughput and TTFT p50 against concurrency, one line per system."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    serving = suite(figures, "serving")
+    systems = sorted({f["system"] for f in serving})
+    written = []
+    for key, label, name, scale in (
+        ("output_tokens_per_s", "output tokens/s", "throughput.png", 1),
+        ("ttft_p50_s", "TTFT p50 (ms)", "ttft.png", 1000),
+    ):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for system in systems:
+            points = sorted((f["concurrency"], f[key] * scale) for f in serving if f["system"] == system)
+            ax.plot([c for c, _ in points], [v for _, v in points], marker="o", label=system)
+        hf = suite(figures, "transformers")
+        if key == "output_tokens_per_s" and hf:
+            ax.axhline(hf[0][key], linestyle="--", color="grey", label="transformers (sequential)")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrency")
+        ax.set_ylabel(label)
+        ax.legend()
+        ax.grid(True, alpha=0.3)
+        path = out_dir / name
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def _table(title: str, header: list[str], rows: list[list[Any]]) -> list[str]:
+    if not rows:
+        return []
+    lines = ["", f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
+def _ms(seconds: float) -> str:
+    return "n/a" if seconds is None or math.isnan(seconds) else f"{seconds * 1000:.1f}"
+
+
+def main(argv: list[str]) -> None:
+    source = Path(argv[0])
+    out_dir = Path(argv[1]) if len(argv) > 1 else source.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = load(source)
+    (out_dir / "report.md").write_text(markdown(figures))
+    for path in [out_dir / "report.md", *plot(figures, out_dir)]:
+        print(path)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,145 @@
+{{- define "turnout.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "turnout.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else if contains (include "turnout.name" .) .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name (include "turnout.name" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "turnout.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "turnout.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "turnout.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "turnout.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "turnout.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}
+
+{{- define "turnout.servePort" -}}
+{{ dig "server" "port" 8000 .Values.turnout }}
+{{- end }}
+
+{{/* The Secret whose keys become environment variables; empty when there is none. */}}
+{{- define "turnout.secretName" -}}
+{{- if .Values.secrets.existingSecret }}
+{{- .Values.secrets.existingSecret }}
+{{- else if or .Values.secrets.hfToken .Values.secrets.apiKeys .Values.secrets.cloudApiKeys }}
+{{- include "turnout.fullname" . }}-secrets
+{{- end }}
+{{- end }}
+
+{{- define "turnout.cacheClaim" -}}
+{{- if .Values.modelCache.existingClaim }}
+{{- .Values.modelCache.existingClaim }}
+{{- else if .Values.modelCache.create }}
+{{- include "turnout.fullname" . }}-model-cache
+{{- end }}
+{{- end }}
+
+{{/* Fails the render when a cloud provider's key variable has no value from any Secret. */}}
+{{- define "turnout.checkProviderKeys" -}}
+{{- if not .Values.secrets.existingSecret }}
+{{- range $i, $p := .Values.turnout.cloud_providers | default list }}
+{{- if and $p.api_key_env (not (hasKey $.Values.secrets.cloudApiKeys $p.api_key_env)) }}
+{{- fail (printf "turnout.cloud_providers[%d] (%s) reads its key from %s: set secrets.cloudApiKeys.%s or secrets.existingSecret" $i $p.name $p.api_key_env $p.api_key_env) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The Serve config: the shape of `turnout build-config` (service/cli/serve.py: serve_config). */}}
+{{- define "turnout.serveConfig" -}}
+proxy_location: EveryNode
+http_options:
+  host: 0.0.0.0
+  port: {{ include "turnout.servePort" . }}
+applications:
+  - name: turnout
+    route_prefix: /
+    import_path: service.graph:app_builder
+    args:
+      turnout: {{ toJson .Values.turnout }}
+{{- end }}
+
+{{/* Environment, mounts, volumes and probes shared by the head and the workers. */}}
+{{- define "turnout.env" -}}
+- name: TURNOUT_HOME
+  value: {{ printf "%s/store" .Values.modelCache.mountPath | quote }}
+- name: HF_HOME
+  value: {{ printf "%s/huggingface" .Values.modelCache.mountPath | quote }}
+- name: TURNOUT_PLATFORM
+  value: {{ .Values.platform | quote }}
+{{- with .Values.env }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "turnout.envFrom" -}}
+{{- with include "turnout.secretName" . }}
+envFrom:
+  - secretRef:
+      name: {{ . }}
+{{- end }}
+{{- end }}
+
+{{- define "turnout.mounts" -}}
+- name: model-cache
+  mountPath: {{ .Values.modelCache.mountPath }}
+- name: dshm
+  mountPath: /dev/shm
+{{- end }}
+
+{{- define "turnout.volumes" -}}
+- name: model-cache
+{{- with include "turnout.cacheClaim" . }}
+  persistentVolumeClaim:
+    claimName: {{ . }}
+{{- else }}
+  emptyDir: {}
+{{- end }}
+- name: dshm
+  emptyDir:
+    medium: Memory
+    sizeLimit: {{ .Values.sharedMemorySize }}
+{{- end }}
+
+{{- define "turnout.podSpec" -}}
+securityContext: {{- toYaml .root.Values.podSecurityContext | nindent 2 }}
+{{- with .root.Values.imagePullSecrets }}
+imagePullSecrets: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .group.nodeSelector }}
+nodeSelector: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .group.tolerations }}
+tolerations: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .group.affinity }}
+affinity: {{- toYaml . | nindent 2 }}
+{{- end }}
+volumes: {{- include "turnout.volumes" .root | nindent 2 }}
+{{- end }}
+
+{{/* A group's resources with nvidia.com/gpu added to requests and limits. */}}
+{{- define "turnout.resources" -}}
+{{- $res := deepCopy (.resources | default dict) }}
+{{- if .gpus }}
+{{- $gpu := dict "nvidia.com/gpu" .gpus }}
+{{- $_ := set $res "requests" (merge (deepCopy $gpu) ($res.requests | default dict)) }}
+{{- $_ := set $res "limits" (merge (deepCopy $gpu) ($res.limits | default dict)) }}
+{{- end }}
+{{- toYaml $res }}
+{{- end }}

@@ -1,0 +1,95 @@
+"""The benchmark harness's own arithmetic: load statistics, the report's ratios and its output."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from benchmarks.load import LoadResult, RequestTiming, completion_body, percentile
+from benchmarks.report import load, markdown, plot, targets
+from benchmarks.systems import vllm_cli_args
+
+
+def test_percentile_interpolates_and_handles_empty():
+    assert percentile([1, 2, 3, 4, 5], 50) == 3
+    assert percentile([1, 2], 50) == 1.5
+    assert percentile([10], 99) == 10
+    assert math.isnan(percentile([], 50))
+
+
+def test_summary_counts_tokens_ttft_and_errors():
+    ok = RequestTiming(started=0.0, events=[0.5, 0.6, 0.8], output_tokens=3)
+    failed = RequestTiming(started=0.0, error="503: busy")
+    summary = LoadResult(2, [ok, failed], wall_s=2.0, client_cpu_s=0.5).summary()
+    assert summary["errors"] == 1 and summary["output_tokens"] == 3
+    assert summary["output_tokens_per_s"] == 1.5 and summary["requests_per_s"] == 0.5
+    assert summary["ttft_p50_s"] == 0.5
+    assert math.isclose(summary["itl_p50_s"], 0.15) and math.isclose(summary["tpot_p50_s"], 0.15)
+    assert summary["client_cpu_share"] == 0.25
+
+
+def test_completion_body_asks_for_exact_length_and_usage():
+    body = completion_body("m", "hi", 64)
+    assert body["max_tokens"] == body["min_tokens"] == 64 and body["ignore_eos"] is True
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+
+
+def test_vllm_cli_args_turn_engine_kwargs_into_flags():
+    args = vllm_cli_args({"model": "/m", "enforce_eager": True, "trust_remote_code": False,
+                          "kv_cache_memory_bytes": 5, "structured_outputs_config": {"a": 1}})
+    assert args == ["--model", "/m", "--enforce-eager", "--kv-cache-memory-bytes", "5",
+                    "--structured-outputs-config", '{"a": 1}']
+
+
+def _serving(system: str, c: int, tput: float, ttft: float) -> dict:
+    return {"suite": "serving", "system": system, "concurrency": c, "requests": 8, "errors": 0,
+            "output_tokens_per_s": tput, "requests_per_s": 1.0, "ttft_p50_s": ttft, "ttft_p99_s": ttft,
+            "itl_p50_s": 0.01, "itl_p99_s": 0.02, "tpot_p50_s": 0.01, "client_cpu_share": 0.1}
+
+
+def _results(tmp_path):
+    infos = [
+        _serving("vllm", 1, 30, 0.100), _serving("vllm", 32, 400, 0.8),
+        _serving("turnout", 1, 28, 0.110), _serving("turnout", 32, 380, 0.9),
+        _serving("rayllm", 32, 200, 1.0),
+        {"suite": "transformers", "requests": 4, "output_tokens_per_s": 20.0, "requests_per_s": 0.3,
+         "latency_p50_s": 3.0, "torch_threads": 2},
+        {"suite": "router", "models": 50, "request": "auto", "p50_us": 40.0, "p99_us": 120.0},
+        {"suite": "embeddings", "system": "vllm", "texts": 10, "texts_per_s": 100.0, "concurrency": 4,
+         "texts_per_request": 16},
+        {"suite": "embeddings", "system": "turnout", "texts": 10, "texts_per_s": 80.0, "concurrency": 4,
+         "texts_per_request": 16},
+    ]
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"benchmarks": [{"name": f"t{i}", "extra_info": x} for i, x in enumerate(infos)]}))
+    return load(path)
+
+
+def test_targets_are_computed_from_one_run(tmp_path):
+    by_name = {t.name: t for t in targets(_results(tmp_path))}
+    ceiling = by_name["Turnout / vllm serve, output tokens/s at c=32"]
+    assert math.isclose(ceiling.value, 0.95) and ceiling.met
+    ttft = by_name["TTFT p50 added by Turnout at c=1"]
+    assert math.isclose(ttft.value, 10.0) and ttft.met
+    assert by_name["Turnout / Ray Serve LLM, output tokens/s at c=32"].value == 1.9
+    assert by_name["Turnout at c=32 / transformers sequential"].value == 19
+    router = by_name["Router decision with 50 models, p99"]
+    assert router.value == 120 and router.met is False
+
+
+def test_report_lists_every_figure_and_writes_plots(tmp_path):
+    figures = _results(tmp_path)
+    text = markdown(figures)
+    assert "| Router decision with 50 models, p99 | 120 us | <= 100 us | **no** |" in text
+    assert "| turnout | 32 | 8 | 0 | 380.0 |" in text
+    assert "Turnout / vllm serve embeddings: 0.80" in text
+    written = plot(figures, tmp_path)
+    assert [p.name for p in written] == ["throughput.png", "ttft.png"]
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in written)
+
+
+def test_missing_figures_are_reported_not_invented(tmp_path):
+    path = tmp_path / "empty.json"
+    path.write_text(json.dumps({"benchmarks": []}))
+    assert all(t.value is None and t.met is None for t in targets(load(path)))
+    assert "| n/a |" in markdown(load(path))
