@@ -23,7 +23,21 @@ from tests.conftest import demo_store, minilm_record, smollm2_record  # noqa: F4
 CONCURRENCY = [int(c) for c in os.environ.get("TURNOUT_BENCH_CONCURRENCY", "1,4,16,32").split(",")]
 PROMPT_TOKENS = int(os.environ.get("TURNOUT_BENCH_PROMPT_TOKENS", "128"))
 OUTPUT_TOKENS = int(os.environ.get("TURNOUT_BENCH_OUTPUT_TOKENS", "64"))
-SERVING_SYSTEMS = os.environ.get("TURNOUT_BENCH_SYSTEMS", "vllm,rayllm,turnout").split(",")
+SERVING_SYSTEMS = os.environ.get("TURNOUT_BENCH_SYSTEMS", "vllm,rayllm,rayllm_ht,turnout").split(",")
+# Rounds of every system, one after another; the targets take each figure's median over them.
+ROUNDS = int(os.environ.get("TURNOUT_BENCH_ROUNDS", "3"))
+TARGET_CONCURRENCY = (1, 32)  # the points the targets read; later rounds measure only these
+
+
+def serving_params() -> list[tuple[str, int]]:
+    """(``system@round``, concurrency) in run order: every system in round 1, then round 2, ..."""
+    return [
+        (f"{system}@{round_}", c)
+        for round_ in range(1, ROUNDS + 1)
+        for system in SERVING_SYSTEMS
+        for c in CONCURRENCY
+        if round_ == 1 or c in TARGET_CONCURRENCY
+    ]
 
 
 def requests_at(concurrency: int) -> int:
@@ -40,8 +54,10 @@ def prompts(smollm2_record: ModelRecord) -> list[str]:  # noqa: F811 - the impor
 
 @pytest.fixture(scope="module")
 def system(request: pytest.FixtureRequest, smollm2_record: ModelRecord, tmp_path_factory) -> Iterator[System]:  # noqa: F811
-    """One serving system with SmolLM2, started for this module's tests and stopped after them."""
-    with STARTERS[request.param](smollm2_record, tmp_path_factory.mktemp(request.param)) as running:
+    """One serving system with SmolLM2 (``name`` or ``name@round``), started for the tests that
+    use it and stopped after them."""
+    name = request.param.split("@")[0]
+    with STARTERS[name](smollm2_record, tmp_path_factory.mktemp(name)) as running:
         yield running
 
 

@@ -17,6 +17,7 @@ from ray.serve.llm import build_openai_app
 
 from engine.config import EngineSettings, Platform, detect_platform
 from engine.store import LocalModelManager
+from service.cli.serve import local_ray_options
 from service.config import ModelSettings
 from service.graph import llm_config
 
@@ -26,7 +27,7 @@ def main(model_id: str, port: int, bind: str | None) -> None:
     settings = ModelSettings(id=model_id, engine=EngineSettings(cpu_threads_bind=bind))
     platform: Platform = detect_platform()
     config = llm_config(settings, record, platform)
-    ray.init(include_dashboard=False)
+    ray.init(include_dashboard=False, **local_ray_options())
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_openai_app({"llm_configs": [config]}), name="rayllm", route_prefix="/", blocking=False)
     print("rayllm is serving", flush=True)

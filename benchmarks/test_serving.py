@@ -12,7 +12,7 @@ import asyncio
 
 import pytest
 
-from benchmarks.conftest import CONCURRENCY, OUTPUT_TOKENS, PROMPT_TOKENS, SERVING_SYSTEMS, requests_at
+from benchmarks.conftest import OUTPUT_TOKENS, PROMPT_TOKENS, SERVING_SYSTEMS, requests_at, serving_params
 from benchmarks.load import completion_body, run_load
 from benchmarks.systems import DOWN_ID, System
 
@@ -25,28 +25,28 @@ def _load(system: System, prompts: list[str], concurrency: int, count: int, mode
 
 
 def _warm_up(system: System, prompts: list[str]) -> None:
-    if system.name not in _warm:
+    if system.base_url not in _warm:
         _load(system, prompts, 4, 8)
-        _warm.add(system.name)
+        _warm.add(system.base_url)
 
 
-@pytest.mark.parametrize("system", SERVING_SYSTEMS, indirect=True)
-@pytest.mark.parametrize("concurrency", CONCURRENCY)
-def test_serving(benchmark, system: System, prompts: list[str], concurrency: int) -> None:
+@pytest.mark.parametrize(("system", "concurrency"), serving_params(), indirect=["system"])
+def test_serving(benchmark, request: pytest.FixtureRequest, system: System, prompts: list[str], concurrency: int) -> None:
     _warm_up(system, prompts)
     result = benchmark.pedantic(
         _load, args=(system, prompts, concurrency, requests_at(concurrency)), rounds=1, iterations=1
     )
     summary = result.summary()
+    round_ = int(request.node.callspec.params["system"].split("@")[1])
     benchmark.extra_info.update(
-        suite="serving", system=system.name, prompt_tokens=PROMPT_TOKENS,
+        suite="serving", system=system.name, round=round_, prompt_tokens=PROMPT_TOKENS,
         startup_s=system.startup_s, **summary,
     )
     assert summary["errors"] == 0, [r.error for r in result.requests if r.error][:3]
     assert summary["output_tokens"] == requests_at(concurrency) * OUTPUT_TOKENS
 
 
-@pytest.mark.parametrize("system", SERVING_SYSTEMS, indirect=True)
+@pytest.mark.parametrize("system", [f"{s}@1" for s in SERVING_SYSTEMS if s == "turnout"], indirect=True)
 def test_fallback_over_http(benchmark, system: System, prompts: list[str]) -> None:
     """Time to first token of a request whose primary (a cloud provider that is down) fails,
     against the same request sent straight to the local model: circuit closed, then open."""

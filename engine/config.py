@@ -4,7 +4,9 @@
 them with a model record and the platform into an :class:`EngineLaunch`, with these defaults:
 
 - CPU: eager mode always (torch.compile gives wrong answers on the CPU backend), an explicit KV
-  cache size instead of a memory share (the default share refuses to start), MLA latent size 576.
+  cache size instead of a memory share (the default share refuses to start), MLA latent size 576,
+  and the CPU kernel policy (:mod:`engine.cpu_kernels`; ``portable`` keeps vLLM off its AMX
+  kernels, whose attention gives wrong answers) in the engine's environment.
 - CUDA: CUDA graphs, a GPU memory share, tensor parallelism.
 
 vLLM is imported only by :func:`check_engine_arg_names`, and only when engine_args is not empty.
@@ -19,7 +21,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.attention_paths import MLA_ARCHS, is_mla
 from engine.checkpoint import read_config
+from engine.cpu_kernels import POLICY_ENV, CpuKernels
 from engine.errors import ConfigError
 from engine.protocol import Capability, ModelRecord, ModelType
 
@@ -30,8 +34,6 @@ CUDA_GPU_MEMORY_UTILIZATION = 0.90
 REASONING_PARSER = "deepseek_r1"
 CPU_MLA_LATENT_SIZE = 576  # the only MLA latent size vLLM's CPU backend supports (512 + 64)
 
-_MLA_ARCHS = {"DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM"}
-_MLA_MODEL_TYPES = {"deepseek_v2", "deepseek_v3"}
 # Set from the model record or a typed setting; engine_args may not override them.
 _RESERVED_ARGS = {"model", "tokenizer", "served_model_name", "runner", "reasoning_parser"}
 # Settings that go to vLLM unchanged, and only when set (else vLLM's own default applies).
@@ -98,6 +100,12 @@ class EngineSettings(BaseModel):
         description="CPU cores for the engine's OpenMP threads (VLLM_CPU_OMP_THREADS_BIND): "
         "'auto', 'nobind', or core lists such as '0', '0-1', '0,2-3', one per tensor-parallel "
         "rank separated by '|'. CPU only; default: vLLM's 'auto'.",
+    )
+    cpu_kernels: CpuKernels = Field(
+        default=CpuKernels.PORTABLE,
+        description="CPU only. 'portable': vLLM's kernels take the same AVX-512/AVX2 paths on "
+        "every x86 CPU (AMX hidden from vLLM's kernel choice; its AMX attention gives wrong "
+        "answers in vLLM-CPU 0.32). 'vllm': vLLM's own choice, AMX kernels on CPUs with AMX.",
     )
     seed: int | None = Field(default=None, ge=0, description="Engine random seed; default: vLLM's.")
     trust_remote_code: bool = Field(default=False, description="Let the checkpoint run code.")
@@ -213,13 +221,10 @@ def _platform_kwargs(settings: EngineSettings, platform: Platform, *, embedding:
 
 def _mla_config(record: ModelRecord) -> dict[str, Any] | None:
     """The checkpoint's config.json when it is a DeepSeek V2/V3 (MLA) model, else None."""
-    if record.family is not ModelType.DEEPSEEK and record.architecture not in _MLA_ARCHS:
+    if record.family is not ModelType.DEEPSEEK and record.architecture not in MLA_ARCHS:
         return None
     config = read_config(record.path)
-    archs = config.get("architectures") or []
-    if config.get("model_type") in _MLA_MODEL_TYPES or any(a in _MLA_ARCHS for a in archs):
-        return config
-    return None  # an R1 distill: Llama or Qwen2 architecture, no MLA
+    return config if is_mla(config) else None  # else an R1 distill: Llama or Qwen2, no MLA
 
 
 def _check_deepseek(record: ModelRecord, platform: Platform) -> None:
@@ -233,6 +238,15 @@ def _check_deepseek(record: ModelRecord, platform: Platform) -> None:
             f"{record.id}: a DeepSeek-V3 config.json must name topk_method ('noaux_tc') and "
             "scoring_func ('sigmoid') as the released configs do; without them vLLM cannot load "
             "mlp.gate.e_score_correction_bias",
+            param="model",
+        )
+    if config.get("n_routed_experts") and not all(
+        isinstance(config.get(key), int) for key in ("n_group", "topk_group")
+    ):
+        raise ConfigError(
+            f"{record.id}: a DeepSeek MoE config.json must give n_group and topk_group as numbers "
+            "(1 and 1 for no group-limited routing, as DeepSeek-V2-Lite's does); vLLM's MoE "
+            "router fails on the first request without them",
             param="model",
         )
     rank, rope = config.get("kv_lora_rank"), config.get("qk_rope_head_dim", 0)
@@ -281,11 +295,14 @@ def _pass_through(kwargs: dict[str, Any], engine_args: dict[str, Any]) -> None:
 
 
 def _env(settings: EngineSettings, platform: Platform) -> dict[str, str]:
+    if platform is not Platform.CPU:
+        if settings.cpu_threads_bind is not None:
+            raise ConfigError("cpu_threads_bind applies to CPU only", param="cpu_threads_bind")
+        return {}
+    env = {POLICY_ENV: settings.cpu_kernels.value}
     bind = settings.cpu_threads_bind
     if bind is None:
-        return {}
-    if platform is not Platform.CPU:
-        raise ConfigError("cpu_threads_bind applies to CPU only", param="cpu_threads_bind")
+        return env
     ranks = bind.split("|")
     if bind not in ("auto", "nobind") and len(ranks) != settings.tensor_parallel_size:
         raise ConfigError(
@@ -294,4 +311,4 @@ def _env(settings: EngineSettings, platform: Platform) -> dict[str, str]:
             "separated by '|'",
             param="cpu_threads_bind",
         )
-    return {"VLLM_CPU_OMP_THREADS_BIND": bind}
+    return env | {"VLLM_CPU_OMP_THREADS_BIND": bind}

@@ -30,8 +30,12 @@ class Completion:
     """The final result of one generation request."""
 
     text: str
-    num_tokens: int
+    token_ids: tuple[int, ...]
     finish_reason: str | None  # "stop", "length" or "abort", as vLLM reports it
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
 
 
 class LocalEngine:
@@ -96,6 +100,16 @@ class LocalEngine:
         sampling = _sampling(max_tokens=max_tokens, temperature=temperature, ignore_eos=ignore_eos)
         return await self._generate(engine_input, sampling)
 
+    async def complete_ids(
+        self, prompt_ids: list[int], *, max_tokens: int, temperature: float = 0.0,
+        ignore_eos: bool = False,
+    ) -> Completion:
+        """Continue a prompt given as token ids (no template, no tokenizer in between)."""
+        from vllm.inputs import TokensPrompt
+
+        sampling = _sampling(max_tokens=max_tokens, temperature=temperature, ignore_eos=ignore_eos)
+        return await self._generate(TokensPrompt(prompt_token_ids=list(prompt_ids)), sampling)
+
     async def embed(self, texts: list[str]) -> list[list[float]]:
         """One embedding vector per text (needs an engine started with ``runner='pooling'``)."""
         return list(await asyncio.gather(*(self._embed_one(text) for text in texts)))
@@ -126,7 +140,7 @@ class LocalEngine:
     async def _generate(self, prompt: Any, sampling: Any) -> Completion:
         final = await _last(self._engine.generate(prompt, sampling, _request_id("gen")))
         output = final.outputs[0]
-        return Completion(output.text, len(output.token_ids), output.finish_reason)
+        return Completion(output.text, tuple(output.token_ids), output.finish_reason)
 
     async def _embed_one(self, text: str) -> list[float]:
         from vllm.pooling_params import PoolingParams

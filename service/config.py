@@ -23,6 +23,9 @@ from router.providers.settings import CloudProviderSettings
 from router.settings import RouterSettings
 
 
+DEFAULT_MAX_TOKENS = 1024
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -89,6 +92,24 @@ class ServerSettings(_Strict):
     dashboard_port: int = Field(default=8265, ge=1, le=65535)
     metrics_export_port: int = Field(default=8085, ge=1, le=65535, description="Prometheus text.")
     cors_origins: list[str] = Field(default_factory=list, description="CORS is off unless set.")
+    data_path: Literal["direct", "ingress"] = Field(
+        default="direct",
+        description="direct: the replicas of one local model (edge_model) are also the HTTP "
+        "entry, behind HAProxy, and stream its tokens to the client themselves; other targets "
+        "are reached from there. ingress: an engine-less ingress deployment ahead of every "
+        "replica (one more process on every stream). A graph without local models uses ingress.",
+    )
+    edge_model: str | None = Field(
+        default=None,
+        description="The local model whose replicas are the HTTP entry (data_path: direct); "
+        "default: the first model with chat or completion.",
+    )
+    haproxy: bool = Field(
+        default=True,
+        description="turnout serve on a local Ray: run Ray Serve's HAProxy ingress and its "
+        "throughput-optimised settings (RAY_SERVE_ENABLE_HA_PROXY, "
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED). On a cluster these are the nodes' environment.",
+    )
 
 
 class LimitsSettings(_Strict):
@@ -96,6 +117,13 @@ class LimitsSettings(_Strict):
 
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, description="Request body cap.")
     max_tokens_cap: int = Field(default=4096, ge=1, description="Largest max_tokens accepted.")
+    default_max_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most tokens a local model generates for a request that sets no max_tokens "
+        "(never more than the context left after the prompt); default: 1024, or max_tokens_cap "
+        "if lower. Cloud providers keep their own.",
+    )
     max_ongoing_requests: int = Field(
         default=1000, ge=1, description="Requests the ingress handles at once; more get 503."
     )
@@ -103,6 +131,21 @@ class LimitsSettings(_Strict):
         default=120, gt=0, description="A local target that sends nothing by then is skipped."
     )
     health_check_period_s: float = Field(default=10, gt=0, description="Replica health probes.")
+
+
+    @property
+    def output_default(self) -> int:
+        """The output length of a request without max_tokens."""
+        return self.default_max_tokens or min(DEFAULT_MAX_TOKENS, self.max_tokens_cap)
+
+    @model_validator(mode="after")
+    def _default_within_cap(self) -> LimitsSettings:
+        if self.default_max_tokens is not None and self.default_max_tokens > self.max_tokens_cap:
+            raise ValueError(
+                f"default_max_tokens ({self.default_max_tokens}) exceeds max_tokens_cap "
+                f"({self.max_tokens_cap})"
+            )
+        return self
 
 
 class AuthSettings(_Strict):
@@ -146,6 +189,8 @@ class TurnoutConfig(BaseSettings):
         ids = [m.id for m in self.models]
         if len(ids) != len(set(ids)):
             raise ValueError(f"models: duplicate model ids in {ids}")
+        if self.server.edge_model is not None and self.server.edge_model not in ids:
+            raise ValueError(f"server.edge_model: {self.server.edge_model} is not one of the models")
         names = [p.name for p in self.cloud_providers]
         unknown = {m.provider for m in self.routing.cloud_models} - set(names)
         if unknown:

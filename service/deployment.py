@@ -1,4 +1,8 @@
-"""Turnout's ingress deployment: holds the gateway and serves the FastAPI app built around it."""
+"""The HTTP entry's gateway (:class:`Front`), and the engine-less ingress deployment that holds one.
+
+On the fast path the entry is a model replica (``service.edge.TurnoutEdge``) that holds a
+:class:`Front` beside its engine; without a local model to host it, :class:`TurnoutIngress` does.
+"""
 
 from __future__ import annotations
 
@@ -27,10 +31,31 @@ log = logging.getLogger("turnout.ingress")
 @serve.deployment(name="TurnoutIngress")
 @serve.ingress()
 class TurnoutIngress:
-    """The entry of every request: routing, fallback and metrics ahead of the model replicas."""
+    """The entry of every request when no local model hosts it (a cloud-only graph, or
+    ``server.data_path: ingress``): routing, fallback and metrics ahead of the model replicas."""
 
     async def __init__(
         self, config: TurnoutConfig, records: list[ModelRecord], handles: dict[str, DeploymentHandle]
+    ) -> None:
+        self.front = Front(config, records, handles, local={})
+
+    async def __serve_build_asgi_app__(self) -> FastAPI:
+        return create_app(self.front.gateway, self.front.config)
+
+    async def __del__(self) -> None:
+        await self.front.close()
+
+
+class Front:
+    """The gateway of an HTTP entry, its health prober and its cloud providers.
+
+    ``local`` holds backends this process serves itself (the edge's own engine); every other
+    local model is reached through its deployment handle, every cloud model through its provider.
+    """
+
+    def __init__(
+        self, config: TurnoutConfig, records: list[ModelRecord], handles: dict[str, DeploymentHandle],
+        local: dict[str, Backend],
     ) -> None:
         self.config = config
         records = [_overridden(r, config) for r in records]
@@ -38,17 +63,17 @@ class TurnoutIngress:
         for dangling in router.dangling_references:
             log.warning("routing settings name unknown target %s", dangling)
         self.providers = {p.name: make_provider(p) for p in config.cloud_providers}
+        timeout = config.limits.first_token_timeout_s
         backends: dict[str, Backend] = {
-            r.id: ReplicaBackend(r.id, handles[r.id], config.limits.first_token_timeout_s) for r in records
+            r.id: local.get(r.id) or ReplicaBackend(r.id, handles[r.id], timeout) for r in records
         }
         for target in router.targets:
             if target.is_cloud:
                 backends[target.id] = CloudBackend(target, self.providers[target.provider])
-        self.gateway = Gateway(router, backends, CircuitBoard(config.routing.circuit), Metrics())
+        self.gateway = Gateway(
+            router, backends, CircuitBoard(config.routing.circuit), Metrics(), config.limits.output_default
+        )
         self._prober = asyncio.get_running_loop().create_task(self._probe_forever())
-
-    async def __serve_build_asgi_app__(self) -> FastAPI:
-        return create_app(self.gateway, self.config)
 
     async def _probe_forever(self) -> None:
         while True:
@@ -58,7 +83,7 @@ class TurnoutIngress:
             except Exception:  # noqa: BLE001 - probing must outlive a bad round; logged
                 log.exception("health probe failed")
 
-    async def __del__(self) -> None:
+    async def close(self) -> None:
         self._prober.cancel()
         await asyncio.gather(*(p.close() for p in self.providers.values()), return_exceptions=True)
 

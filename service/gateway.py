@@ -42,9 +42,10 @@ class Gateway:
 
     def __init__(
         self, router: Router, backends: Mapping[str, Backend], circuits: CircuitBoard,
-        metrics: Metrics,
+        metrics: Metrics, output_default: int | None = None,
     ) -> None:
         self.router = router
+        self.output_default = output_default  # max_tokens of a local chat that sets none
         self.backends = dict(backends)
         self.circuits = circuits
         self.metrics = metrics
@@ -116,9 +117,18 @@ class Gateway:
         call = self._chat_call if endpoint is Endpoint.CHAT else self._completions_call
 
         async def attempt(target: Target) -> Answer:
-            return await call(target, _retarget(request, target, body))
+            return await call(target, self._with_output_default(_retarget(request, target, body), target))
 
         return await self._route(endpoint, needs, attempt)
+
+    def _with_output_default(self, request: Any, target: Target) -> Any:
+        """A local chat request without max_tokens gets the operator's default (never more than
+        the target's context; vLLM also clips it to what the prompt leaves). Without it a small
+        prompt may generate until the context is full: minutes on a CPU."""
+        unset = getattr(request, "max_tokens", 0) is None and getattr(request, "max_completion_tokens", 0) is None
+        if target.is_cloud or self.output_default is None or not unset:
+            return request
+        return request.model_copy(update={"max_tokens": min(self.output_default, target.context_length)})
 
     def _chat_call(self, target: Target, request: Any) -> Awaitable[Answer]:
         return self.backends[target.id].chat(request)

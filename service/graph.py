@@ -9,11 +9,12 @@ from ray.serve.deployment import Application
 from ray.serve.llm import LLMConfig, build_llm_deployment
 
 from engine.config import Platform, build_engine_args, detect_platform
-from engine.errors import ModelExistsError, ModelNotFoundError
-from engine.protocol import ModelRecord, parse_model_id
+from engine.errors import ConfigError, ModelExistsError, ModelNotFoundError
+from engine.protocol import Capability, ModelRecord, ModelType, parse_model_id
 from engine.store import LocalModelManager
 from service.config import ModelSettings, TurnoutConfig, load_config
 from service.deployment import TurnoutIngress
+from service.edge import TurnoutEdge
 from service.replica import TurnoutLLMServer
 
 _FROM_RECORD = ("model", "served_model_name")
@@ -72,21 +73,59 @@ def model_record(store: LocalModelManager, model: ModelSettings) -> ModelRecord:
 
 
 def build_graph(config: TurnoutConfig, platform: Platform | None = None) -> Application:
-    """The application: the ingress bound to a handle of every model's deployment."""
+    """The application: an HTTP entry bound to a handle of every other model's deployment.
+
+    With ``server.data_path: direct`` and a local model that generates, the entry is that
+    model's own deployment (:class:`~service.edge.TurnoutEdge`); otherwise it is the engine-less
+    :class:`~service.deployment.TurnoutIngress`.
+    """
     platform = platform or detect_platform()
     store = LocalModelManager(config.store_root)
     records = [model_record(store, m) for m in config.models]
+    edge = edge_model(config, records)
     handles = {
         r.id: build_llm_deployment(
             llm_config(m, r, platform), name_prefix="model:", deployment_cls=TurnoutLLMServer
         )
         for m, r in zip(config.models, records)
+        if r.id != edge
     }
-    ingress = TurnoutIngress.options(
-        max_ongoing_requests=config.limits.max_ongoing_requests + 10,
-        ray_actor_options={"num_cpus": 0},
+    entry_limit = config.limits.max_ongoing_requests + 10  # the Guards' limit answers 503 first
+    if edge is None:
+        ingress = TurnoutIngress.options(max_ongoing_requests=entry_limit, ray_actor_options={"num_cpus": 0})
+        return ingress.bind(config, records, handles)
+    settings, record = next((m, r) for m, r in zip(config.models, records) if r.id == edge)
+    return build_llm_deployment(
+        llm_config(settings, record, platform),
+        name_prefix="model:",
+        deployment_cls=TurnoutEdge,
+        bind_kwargs={
+            "turnout": config, "records": records, "handles": handles,
+            "max_in_flight": settings.max_ongoing_requests,
+        },
+        override_serve_options={"max_ongoing_requests": entry_limit},
     )
-    return ingress.bind(config, records, handles)
+
+
+def edge_model(config: TurnoutConfig, records: list[ModelRecord]) -> str | None:
+    """The model whose replicas are the HTTP entry, or None for the engine-less ingress."""
+    if config.server.data_path == "ingress":
+        return None
+    if config.server.edge_model is not None:
+        record = next(r for r in records if r.id == config.server.edge_model)
+        if not _generates(record):
+            raise ConfigError(
+                f"server.edge_model: {record.id} does not generate text; the entry must be a chat "
+                "or completion model", param="server.edge_model",
+            )
+        return record.id
+    return next((r.id for r in records if _generates(r)), None)
+
+
+def _generates(record: ModelRecord) -> bool:
+    return record.family is not ModelType.EMBEDDING and (
+        record.has(Capability.CHAT) or record.has(Capability.COMPLETION)
+    )
 
 
 def app_builder(args: dict[str, Any]) -> Application:

@@ -13,6 +13,8 @@ from engine.store import LocalModelManager
 from tests.graph import deployment  # noqa: F401 - the session's demo graph, shared by e2e tiers
 
 REPO = Path(__file__).resolve().parent.parent
+# Any Ray started in or below the test process stays on loopback (tests send traffic only there).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 @pytest.fixture(scope="session")

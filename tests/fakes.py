@@ -310,6 +310,7 @@ def build_gateway(
     settings: RouterSettings | None = None,
     records: list[ModelRecord] | None = None,
     backends: Mapping[str, Backend] | None = None,
+    output_default: int | None = None,
 ) -> Stack:
     """The gateway over ``records`` plus the cloud models in ``settings``; a FakeBackend each
     unless ``backends`` names one."""
@@ -317,7 +318,7 @@ def build_gateway(
     router = Router.build(records if records is not None else demo_records(), settings)
     chosen: dict[str, Any] = {t.id: FakeBackend(t.id) for t in router.targets} | dict(backends or {})
     recorder, clock = MetricRecorder(), FakeClock()
-    gateway = Gateway(router, chosen, CircuitBoard(settings.circuit, clock=clock), recorder.metrics())
+    gateway = Gateway(router, chosen, CircuitBoard(settings.circuit, clock=clock), recorder.metrics(), output_default)
     return Stack(gateway, chosen, recorder, clock)
 
 

@@ -24,6 +24,7 @@ CLOUD_NAME = "smollm2-standin"
 CLOUD_ID = f"cloud/standin/{CLOUD_NAME}"
 CLOUD_KEY_ENV = "TURNOUT_E2E_CLOUD_KEY"
 DEEPSEEK_CONTEXT = 2048
+DEFAULT_MAX_TOKENS = 128  # what a local model generates for a request without max_tokens
 MAX_ONGOING = 64  # the ingress's limit (Parlant starts ~30 requests at once); test_overload goes past it
 
 
@@ -74,7 +75,7 @@ def e2e_config(cloud_port: int, port: int, metrics_port: int, dashboard_port: in
         "server": {"port": port, "metrics_export_port": metrics_port, "dashboard_port": dashboard_port},
         "limits": {
             "first_token_timeout_s": 20, "health_check_period_s": 2, "max_body_bytes": 65536,
-            "max_ongoing_requests": MAX_ONGOING,
+            "max_ongoing_requests": MAX_ONGOING, "default_max_tokens": DEFAULT_MAX_TOKENS,
         },
     }
 

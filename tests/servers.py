@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
+# Every Ray a test starts stays on 127.0.0.1 (see service.cli.serve.local_ray_options).
+LOOPBACK_RAY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
 @dataclass
@@ -51,7 +53,7 @@ def start(command: list[str], log: Path, env: dict[str, str] | None = None, base
     handle = log.open("wb")
     process = subprocess.Popen(
         command, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, **(env or {})}, cwd=REPO,
+        env={**os.environ, **LOOPBACK_RAY, **(env or {})}, cwd=REPO,
     )
     return Server(base_url, process, log)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import time
 
 import typer
@@ -20,7 +22,15 @@ def generate(
     temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="Sampling temperature."),
 ) -> None:
     """Answer PROMPT with a local model on vLLM (CPU or CUDA, detected)."""
+    quiet_engine_logs()
     asyncio.run(_generate(prompt, model, max_tokens, temperature))
+
+
+def quiet_engine_logs() -> None:
+    """vLLM logs every start-up step at INFO on stdout; keep the CLI's output to the answer
+    unless ``--verbose`` asked for INFO (or VLLM_LOGGING_LEVEL is set)."""
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 
 async def _generate(prompt: str, model_id: str, max_tokens: int, temperature: float) -> None:
@@ -36,7 +46,7 @@ async def _generate(prompt: str, model_id: str, max_tokens: int, temperature: fl
     done = time.perf_counter()
     typer.echo(result.text)
     typer.secho(
-        f"[{record.id}: engine ready in {ready - started:.1f}s, {result.output_tokens} tokens "
+        f"[{record.id}: engine ready in {ready - started:.1f}s, {result.num_tokens} tokens "
         f"in {done - ready:.1f}s]",
         err=True, dim=True,
     )

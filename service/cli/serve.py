@@ -14,6 +14,9 @@ import yaml
 from service.config import TurnoutConfig, load_config
 
 APP_NAME = "turnout"
+# Ray Serve's high-throughput settings: HAProxy instead of the Python HTTP proxy (connections go
+# straight to the entry replicas), gRPC between deployments, the app on the replica's own loop.
+FAST_SERVE_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 CONFIG_OPT = typer.Option(None, "--config", "-c", help="Turnout YAML (default: the demo graph).")
 
 
@@ -24,6 +27,8 @@ def serve(
 ) -> None:
     """Start Ray (or join RAY_ADDRESS), deploy the graph and serve HTTP until Ctrl-C."""
     cfg = _with_overrides(load_config(config), host, port)
+    if not os.environ.get("RAY_ADDRESS"):
+        local_ray_environment(haproxy=cfg.server.haproxy)  # before Ray is imported: read then
     import ray
     from ray import serve as ray_serve
 
@@ -85,10 +90,32 @@ def _start_ray(ray: Any, cfg: TurnoutConfig) -> None:
         return
     ray.init(
         include_dashboard=True,
-        dashboard_host="127.0.0.1",
+        dashboard_host=LOOPBACK,
         dashboard_port=cfg.server.dashboard_port,
         _metrics_export_port=cfg.server.metrics_export_port,
+        **local_ray_options(),
     )
+
+
+LOOPBACK = "127.0.0.1"
+LOOPBACK_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def local_ray_environment(*, haproxy: bool) -> None:
+    """The environment of a local, single-machine Ray instance; call it before importing Ray.
+
+    By default Ray binds its GCS, raylet and agents to the machine's network address (and
+    rewrites 127.0.0.1 to it). ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` makes it treat the host as
+    a single-machine cluster on 127.0.0.1. Ray reads these variables when its modules are
+    imported, in this process and in every process it starts, so they go into ``os.environ``.
+    """
+    for name, value in {**LOOPBACK_RAY_ENV, **(FAST_SERVE_ENV if haproxy else {})}.items():
+        os.environ.setdefault(name, value)
+
+
+def local_ray_options() -> dict[str, Any]:
+    """``ray.init`` options of a local Ray instance (after :func:`local_ray_environment`)."""
+    return {"_node_ip_address": LOOPBACK}
 
 
 def _announce(cfg: TurnoutConfig, seconds: float, *, joined: bool) -> None:

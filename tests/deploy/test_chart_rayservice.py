@@ -88,6 +88,16 @@ def test_every_pod_sees_the_platform_and_the_model_cache(rendered: Rendered) -> 
         assert container.get("readinessProbe") and container.get("livenessProbe")
 
 
+def test_every_ray_process_runs_serves_high_throughput_mode(rendered: Rendered) -> None:
+    """HAProxy and the throughput settings are read by Ray's processes at start: on every pod."""
+    haproxy = (rendered.values["turnout"].get("server") or {}).get("haproxy", True)
+    for template in rendered.pod_templates():
+        (container,) = _containers(template)
+        env = _env(container)
+        expected = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"} if haproxy else {}
+        assert {k: env[k] for k in env if k.startswith("RAY_SERVE_")} == expected
+
+
 def test_the_api_service_and_ingress_reach_the_serve_port(rendered: Rendered) -> None:
     name = rendered.rayservice["metadata"]["name"]
     (service,) = [s for s in rendered.kind("Service") if s["metadata"]["name"] == name]
@@ -104,3 +114,12 @@ def test_notes_tell_how_to_reach_the_api_and_the_ray_dashboard(rendered: Rendere
     assert f"svc/{name}-head-svc 8265:8265" in rendered.notes
     assert f"svc/{name} 8000:" in rendered.notes or "https://" in rendered.notes
     assert "/v1" in rendered.notes
+
+
+def test_high_throughput_mode_can_be_turned_off(chart) -> None:
+    from tests.deploy.chart import render
+
+    off = render(chart, {"turnout": {"server": {"haproxy": False}}})
+    for template in off.pod_templates():
+        (container,) = _containers(template)
+        assert not any(k.startswith("RAY_SERVE_") for k in _env(container))

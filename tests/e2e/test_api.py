@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from engine.demo import DEEPSEEK_ID, MINILM_ID, SMOLLM2_ID
-from tests.graph import CLOUD_ID, DEEPSEEK_CONTEXT, Deployment
+from tests.graph import CLOUD_ID, DEEPSEEK_CONTEXT, DEFAULT_MAX_TOKENS, Deployment
 
 pytestmark = pytest.mark.e2e
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
@@ -84,6 +84,20 @@ def test_moderation_result_has_openai_shape(sdk: openai.OpenAI) -> None:
 def test_completions_endpoint(sdk: openai.OpenAI) -> None:
     reply = sdk.completions.create(model=DEEPSEEK_ID, prompt="Hello", max_tokens=8, extra_body={"ignore_eos": True})
     assert reply.usage.completion_tokens == 8
+
+
+def test_a_request_without_max_tokens_gets_the_operators_default(sdk: openai.OpenAI, http: httpx.Client) -> None:
+    reply = sdk.chat.completions.create(model=DEEPSEEK_ID, messages=FRANCE, extra_body={"ignore_eos": True})
+    assert reply.usage.completion_tokens == DEFAULT_MAX_TOKENS
+    assert reply.choices[0].finish_reason == "length"
+    legacy = sdk.completions.create(model=DEEPSEEK_ID, prompt="Hello", extra_body={"ignore_eos": True})
+    assert legacy.usage.completion_tokens == 16  # the completions API's own default, as OpenAI's
+    # the fuzzed body that used to generate until the context was full (minutes on the CPU)
+    empty = http.post("/v1/chat/completions", json={"model": SMOLLM2_ID, "messages": [{"content": "", "role": "user"}]})
+    assert empty.status_code == 200, empty.text
+    assert empty.json()["usage"]["completion_tokens"] <= DEFAULT_MAX_TOKENS
+    explicit = sdk.completions.create(model=DEEPSEEK_ID, prompt="Hello", max_tokens=200, extra_body={"ignore_eos": True})
+    assert explicit.usage.completion_tokens == 200  # a client's own max_tokens is not capped by it
 
 
 def test_models_carry_turnout_metadata(http: httpx.Client) -> None:

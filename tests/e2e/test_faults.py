@@ -1,4 +1,6 @@
-"""Replicas killed under the graph: fallback, the circuit opening and closing, broken streams."""
+"""Engines and replicas killed under the graph: fallback, the circuit opening and closing, broken
+streams. SmolLM2's replica is the HTTP entry on the fast path: its engine is killed (the model
+fails, the entry stays); DeepSeek's replica is killed whole."""
 
 from __future__ import annotations
 
@@ -19,16 +21,35 @@ HELLO = [{"role": "user", "content": "Hello"}]
 RECOVERY_S = 400
 
 
-def kill_replica(model_id: str) -> int:
-    """SIGKILL the Ray worker hosting ``model_id``'s replica; return how many were killed."""
+def replicas(model_id: str) -> list[psutil.Process]:
+    """The Ray workers hosting ``model_id``'s replicas."""
     # Ray retitles a replica's worker as it works ("ray::ServeReplica:<app>:<deployment>",
     # "ray::SERVE_REPLICA::<app>#<deployment>#...", ...); the deployment name is in every form.
     deployment = "model:" + model_id.replace("/", "--").replace(".", "_")
-    victims = [
+    return [
         p for p in psutil.process_iter(["cmdline"])
         if deployment in _title(p) and "replica" in _title(p).lower()
     ]
+
+
+def kill_replica(model_id: str) -> int:
+    """SIGKILL the Ray worker hosting ``model_id``'s replica; return how many were killed."""
+    victims = replicas(model_id)
     assert len(victims) <= 1, [_title(p) for p in victims]
+    for process in victims:
+        process.send_signal(signal.SIGKILL)
+    return len(victims)
+
+
+def kill_engine(model_id: str) -> int:
+    """SIGKILL the engine core under ``model_id``'s replica (the model fails, its replica
+    stays); return how many were killed. On the fast path SmolLM2's replica is also the HTTP
+    entry: its engine fails, the entry keeps serving."""
+    victims = [
+        child for replica in replicas(model_id) for child in replica.children(recursive=True)
+        if "EngineCore" in " ".join(child.cmdline())
+    ]
+    assert len(victims) <= 1, victims
     for process in victims:
         process.send_signal(signal.SIGKILL)
     return len(victims)
@@ -52,8 +73,8 @@ def wait_until_served_by(http: httpx.Client, model_id: str) -> httpx.Response:
     raise AssertionError(f"{model_id} did not come back within {RECOVERY_S}s")
 
 
-def test_killed_replica_falls_back_opens_circuit_and_recovers(http: httpx.Client) -> None:
-    assert kill_replica(SMOLLM2_ID) == 1
+def test_killed_engine_falls_back_opens_circuit_and_recovers(http: httpx.Client) -> None:
+    assert kill_engine(SMOLLM2_ID) == 1
     routes = []
     for _ in range(4):
         reply = http.post("/v1/chat/completions", json={"model": SMOLLM2_ID, "messages": HELLO, "max_tokens": 4})
@@ -109,7 +130,7 @@ def _outcome(reply: httpx.Response, stream: bool) -> str:
 
 
 def test_engine_killed_under_concurrent_load_loses_no_request(deployment, http: httpx.Client) -> None:
-    """12 clients (half streaming) on SmolLM2; its replica is SIGKILLed while they run."""
+    """12 clients (half streaming) on SmolLM2; its engine is SIGKILLed while they run."""
     async def one(client: httpx.AsyncClient, i: int) -> str:
         stream = i % 2 == 1
         body = {"model": SMOLLM2_ID, "messages": HELLO, "max_tokens": 48, "ignore_eos": True, "stream": stream}
@@ -121,7 +142,7 @@ def test_engine_killed_under_concurrent_load_loses_no_request(deployment, http: 
         async with httpx.AsyncClient(base_url=deployment.base_url, timeout=120) as client:
             tasks = [asyncio.create_task(one(client, i)) for i in range(12)]
             await asyncio.sleep(1.5)  # the first requests are being generated
-            assert kill_replica(SMOLLM2_ID) == 1
+            assert kill_engine(SMOLLM2_ID) == 1
             return await asyncio.gather(*tasks)  # a hang fails here, on the client timeout
 
     outcomes = asyncio.run(load())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -33,3 +35,15 @@ def test_tiny_deepseek_is_deterministic(smollm2_record: ModelRecord, deepseek_re
     write_tiny_deepseek_v3(tmp_path / "again", tokenizer_dir=smollm2_record.path, seed=0)
     original = (deepseek_record.path / "model.safetensors").read_bytes()
     assert (tmp_path / "again" / "model.safetensors").read_bytes() == original
+
+
+def test_generate_answers_and_reports_its_timing(demo_store: LocalModelManager) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", "from service.cli.app import main; main()", "generate",
+         "What is the capital of France?", "--model", SMOLLM2_ID, "--max-tokens", "24"],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "TURNOUT_HOME": str(demo_store.root), "VLLM_CPU_OMP_THREADS_BIND": "nobind"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Paris" in result.stdout
+    assert re.search(rf"\[{SMOLLM2_ID}: engine ready in [\d.]+s, \d+ tokens in [\d.]+s\]", result.stderr)

@@ -41,17 +41,29 @@ def test_vllm_cli_args_turn_engine_kwargs_into_flags():
                     "--structured-outputs-config", '{"a": 1}']
 
 
-def _serving(system: str, c: int, tput: float, ttft: float) -> dict:
-    return {"suite": "serving", "system": system, "concurrency": c, "requests": 8, "errors": 0,
-            "output_tokens_per_s": tput, "requests_per_s": 1.0, "ttft_p50_s": ttft, "ttft_p99_s": ttft,
-            "itl_p50_s": 0.01, "itl_p99_s": 0.02, "tpot_p50_s": 0.01, "client_cpu_share": 0.1}
+def _serving(system: str, c: int, tput: float, ttft: float, round_: int = 1) -> dict:
+    return {"suite": "serving", "system": system, "round": round_, "concurrency": c, "requests": 8,
+            "errors": 0, "output_tokens_per_s": tput, "requests_per_s": 1.0, "ttft_p50_s": ttft,
+            "ttft_p99_s": ttft, "itl_p50_s": 0.01, "itl_p99_s": 0.02, "tpot_p50_s": 0.01,
+            "client_cpu_share": 0.1}
+
+
+def _capacity(system: str, tput: float, us: float) -> dict:
+    return {"suite": "capacity", "system": system, "concurrency": 64, "output_tokens_per_s": tput,
+            "requests_per_s": tput / 64, "cpu_us_per_token": us, "serving_cores": 1.5, "client_cpu_share": 0.4}
 
 
 def _results(tmp_path):
     infos = [
         _serving("vllm", 1, 30, 0.100), _serving("vllm", 32, 400, 0.8),
         _serving("turnout", 1, 28, 0.110), _serving("turnout", 32, 380, 0.9),
+        # three rounds: the median (400) counts, not the outlier of round 2
+        _serving("rayllm_ht", 32, 400, 1.0, 1), _serving("rayllm_ht", 32, 100, 1.0, 2),
+        _serving("rayllm_ht", 32, 420, 1.0, 3),
         _serving("rayllm", 32, 200, 1.0),
+        _capacity("turnout", 9000, 80), _capacity("rayllm", 3000, 300), _capacity("rayllm_ht", 8000, 100),
+        {"suite": "fallback_http", "system": "turnout", "ttft_direct_p50_s": 0.05, "ttft_closed_p50_s": 0.06,
+         "ttft_open_p50_s": 0.052, "extra_closed_s": 0.01, "extra_open_s": 0.002},
         {"suite": "transformers", "requests": 4, "output_tokens_per_s": 20.0, "requests_per_s": 0.3,
          "latency_p50_s": 3.0, "torch_threads": 2},
         {"suite": "router", "models": 50, "request": "auto", "p50_us": 40.0, "p99_us": 120.0},
@@ -59,6 +71,10 @@ def _results(tmp_path):
          "texts_per_request": 16},
         {"suite": "embeddings", "system": "turnout", "texts": 10, "texts_per_s": 80.0, "concurrency": 4,
          "texts_per_request": 16},
+        {"suite": "cpu_kernels", "path": "portable", "attention_isa": "vec", "cpu_features": "avx512f",
+         "output_tokens_per_s": 500.0},
+        {"suite": "cpu_kernels", "path": "vllm", "attention_isa": "vec", "cpu_features": "avx512f",
+         "output_tokens_per_s": None, "note": "no AMX: same path as portable"},
     ]
     path = tmp_path / "bench.json"
     path.write_text(json.dumps({"benchmarks": [{"name": f"t{i}", "extra_info": x} for i, x in enumerate(infos)]}))
@@ -68,10 +84,14 @@ def _results(tmp_path):
 def test_targets_are_computed_from_one_run(tmp_path):
     by_name = {t.name: t for t in targets(_results(tmp_path))}
     ceiling = by_name["Turnout / vllm serve, output tokens/s at c=32"]
-    assert math.isclose(ceiling.value, 0.95) and ceiling.met
+    assert math.isclose(ceiling.value, 0.95) and not ceiling.met
+    assert math.isclose(by_name["Turnout / Ray Serve LLM high-throughput, output tokens/s at c=32"].value, 0.95)
     ttft = by_name["TTFT p50 added by Turnout at c=1"]
     assert math.isclose(ttft.value, 10.0) and ttft.met
+    assert math.isclose(by_name["TTFT added by a failed first target, circuit open"].value, 2.0)
     assert by_name["Turnout / Ray Serve LLM, output tokens/s at c=32"].value == 1.9
+    assert by_name["Serving-layer capacity / Ray Serve LLM"].value == 3.0
+    assert by_name["Serving-layer capacity / Ray Serve LLM high-throughput"].met
     assert by_name["Turnout at c=32 / transformers sequential"].value == 19
     router = by_name["Router decision with 50 models, p99"]
     assert router.value == 120 and router.met is False
@@ -81,10 +101,13 @@ def test_report_lists_every_figure_and_writes_plots(tmp_path):
     figures = _results(tmp_path)
     text = markdown(figures)
     assert "| Router decision with 50 models, p99 | 120 us | <= 100 us | **no** |" in text
-    assert "| turnout | 32 | 8 | 0 | 380.0 |" in text
+    assert "| turnout | 1 | 32 | 8 | 0 | 380.0 |" in text  # every round
+    assert "| rayllm_ht | 32 | 3 | 400.0 | 1.00 |" in text  # the median of three, / vllm serve
+    assert "| turnout | 64 | 9000 | 140.6 | 80 |" in text  # capacity
+    assert "| vllm | vec | n/a | n/a | no AMX: same path as portable |" in text
     assert "Turnout / vllm serve embeddings: 0.80" in text
     written = plot(figures, tmp_path)
-    assert [p.name for p in written] == ["throughput.png", "ttft.png"]
+    assert [p.name for p in written] == ["throughput.png", "ttft.png", "capacity.png"]
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in written)
 
 

@@ -81,7 +81,7 @@ def test_cpu_defaults_run_eager_with_an_explicit_kv_cache(llama: ModelRecord) ->
         "backend": "xgrammar",
         "disable_any_whitespace": True,
     }
-    assert launch.env == {} and launch.reasoning_parser is None
+    assert launch.env == {"TURNOUT_CPU_KERNELS": "portable"} and launch.reasoning_parser is None
 
 
 def test_cuda_defaults_use_cuda_graphs_and_a_memory_share(llama: ModelRecord) -> None:
@@ -156,6 +156,16 @@ def test_deepseek_v3_config_without_routing_keys_is_rejected(tmp_path: Path) -> 
         build_engine_args(record, platform=Platform.CPU)
 
 
+@pytest.mark.parametrize("missing", ["n_group", "topk_group"])
+def test_deepseek_moe_without_group_numbers_is_rejected(tmp_path: Path, missing: str) -> None:
+    config = DEEPSEEK_V3 | {"n_routed_experts": 8, "n_group": 1, "topk_group": 1, missing: None}
+    record = make_record(tmp_path / "ds", ModelType.DEEPSEEK, config=config)
+    with pytest.raises(ConfigError, match="n_group and topk_group"):
+        build_engine_args(record, platform=Platform.CPU)
+    fixed = make_record(tmp_path / "ok", ModelType.DEEPSEEK, config=config | {missing: 1})
+    assert build_engine_args(fixed, platform=Platform.CPU)
+
+
 def test_r1_distills_are_not_checked_for_mla(tmp_path: Path) -> None:
     config = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "kv_lora_rank": 1}
     record = make_record(tmp_path / "r1-distill", ModelType.DEEPSEEK, config=config)
@@ -209,7 +219,15 @@ def test_engine_args_cannot_override_typed_settings(llama: ModelRecord, key: str
 
 def test_cpu_threads_bind_becomes_the_engine_env(llama: ModelRecord) -> None:
     launch = build_engine_args(llama, EngineSettings(cpu_threads_bind="1"), platform=Platform.CPU)
-    assert launch.env == {"VLLM_CPU_OMP_THREADS_BIND": "1"}
+    assert launch.env == {"VLLM_CPU_OMP_THREADS_BIND": "1", "TURNOUT_CPU_KERNELS": "portable"}
+
+
+def test_the_cpu_kernel_policy_goes_to_cpu_engines_only(llama: ModelRecord) -> None:
+    settings = EngineSettings(cpu_kernels="vllm")
+    assert build_engine_args(llama, settings, platform=Platform.CPU).env == {"TURNOUT_CPU_KERNELS": "vllm"}
+    assert build_engine_args(llama, settings, platform=Platform.CUDA).env == {}
+    with pytest.raises(ValidationError):
+        EngineSettings(cpu_kernels="amx-please")
 
 
 def test_cpu_threads_bind_needs_one_core_list_per_rank(llama: ModelRecord) -> None:

@@ -273,3 +273,26 @@ def test_tokenize_with_a_cloud_model_is_a_client_error(client, stack):
     assert response.json()["error"]["param"] == "model"
     assert "Retry-After" not in response.headers
     assert stack.backends[CLOUD].calls == []
+
+
+def test_a_local_chat_without_max_tokens_gets_the_operators_default():
+    stack = build_gateway(output_default=300)
+    client = TestClient(create_app(stack.gateway, TurnoutConfig(models=[])))
+    assert chat(client, NANO).status_code == 200
+    assert chat(client, NANO, max_tokens=700).status_code == 200
+    assert chat(client, NANO, max_completion_tokens=900).status_code == 200
+    assert chat(client, CLOUD).status_code == 200
+    (_, unset), (_, own), (_, completion) = stack.backends[NANO].calls
+    assert unset.max_tokens == 300  # the default, where the client set nothing
+    assert own.max_tokens == 700  # never over a client's own value
+    assert completion.max_tokens is None and completion.max_completion_tokens == 900
+    (_, cloud), = stack.backends[CLOUD].calls
+    assert "max_tokens" not in cloud.body  # cloud providers keep their own default
+
+
+def test_the_default_never_passes_the_targets_context():
+    stack = build_gateway(output_default=5000)
+    client = TestClient(create_app(stack.gateway, TurnoutConfig(models=[])))
+    assert chat(client, NANO).status_code == 200
+    (_, request), = stack.backends[NANO].calls
+    assert request.max_tokens == 2048

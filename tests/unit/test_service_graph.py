@@ -9,7 +9,7 @@ import pytest
 from engine.config import CPU_EMBEDDING_KV_CACHE_BYTES, CPU_KV_CACHE_BYTES, EngineSettings, Platform
 from engine.errors import ConfigError
 from engine.protocol import Capability
-from service.config import AutoscalingSettings, ModelSettings
+from service.config import AutoscalingSettings, LimitsSettings, ModelSettings
 from service.graph import llm_config
 from tests.checkpoints import write_checkpoint
 from tests.fakes import record
@@ -38,7 +38,7 @@ def test_cpu_engine_is_eager_with_an_explicit_kv_cache(checkpoint):
     assert config.deployment_config["max_ongoing_requests"] == 256
     assert config.accelerator_config.kind == "cpu"
     assert config.placement_group_config == {"bundles": [{"CPU": 0.5}]}
-    assert config.runtime_env is None
+    assert config.runtime_env == {"env_vars": {"TURNOUT_CPU_KERNELS": "portable"}}
 
 
 def test_autoscaling_replaces_the_replica_count(checkpoint):
@@ -55,8 +55,21 @@ def test_thread_binding_goes_to_the_replica_environment(checkpoint):
     rec = record(MODEL, [Capability.CHAT], context=2048, size_bytes=16, path=checkpoint)
     model = ModelSettings(id=MODEL, engine=EngineSettings(cpu_threads_bind="0", kv_cache_memory_bytes=2**27))
     config = llm_config(model, rec, Platform.CPU)
-    assert config.runtime_env == {"env_vars": {"VLLM_CPU_OMP_THREADS_BIND": "0"}}
+    assert config.runtime_env == {
+        "env_vars": {"VLLM_CPU_OMP_THREADS_BIND": "0", "TURNOUT_CPU_KERNELS": "portable"}
+    }
     assert config.engine_kwargs["kv_cache_memory_bytes"] == 2**27
+
+
+def test_the_cpu_kernel_policy_goes_to_the_replica_environment(checkpoint):
+    rec = record(MODEL, [Capability.CHAT], context=2048, size_bytes=16, path=checkpoint)
+    model = ModelSettings(id=MODEL, engine=EngineSettings(cpu_kernels="vllm"))
+    assert llm_config(model, rec, Platform.CPU).runtime_env == {"env_vars": {"TURNOUT_CPU_KERNELS": "vllm"}}
+
+
+def test_the_default_output_length_may_not_pass_the_cap():
+    with pytest.raises(ValueError, match="default_max_tokens"):
+        LimitsSettings(default_max_tokens=5000, max_tokens_cap=4096)
 
 
 def test_an_embedding_model_runs_as_a_pooling_model(tmp_path):

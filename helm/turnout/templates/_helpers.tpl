@@ -82,6 +82,15 @@ applications:
   value: {{ printf "%s/huggingface" .Values.modelCache.mountPath | quote }}
 - name: TURNOUT_PLATFORM
   value: {{ .Values.platform | quote }}
+{{- $server := .Values.turnout.server | default dict }}
+{{- if or (not (hasKey $server "haproxy")) $server.haproxy }}
+{{- /* Ray Serve's high-throughput mode, read by every Ray process at start: HAProxy in front of
+     the entry replicas (the fast path), gRPC between deployments, the app on the replica's loop. */}}
+- name: RAY_SERVE_ENABLE_HA_PROXY
+  value: "1"
+- name: RAY_SERVE_THROUGHPUT_OPTIMIZED
+  value: "1"
+{{- end }}
 {{- with .Values.env }}
 {{ toYaml . }}
 {{- end }}

