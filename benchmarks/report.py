@@ -74,7 +74,9 @@ def targets(figures: Figures) -> list[Target]:
     t_ttft, v_ttft = ttft("turnout", 1), ttft("vllm", 1)
     router50 = [f["p99_us"] for f in suite(figures, "router") if f["models"] == 50]
     fallback = suite(figures, "fallback_http")
-    capacity = {f["system"]: f["output_tokens_per_s"] for f in suite(figures, "capacity")}
+    capacity: dict[str, float] = {}  # each system's best point
+    for f in suite(figures, "capacity"):
+        capacity[f["system"]] = max(capacity.get(f["system"], 0.0), f["output_tokens_per_s"])
     return [
         Target("Turnout / vllm serve, output tokens/s at c=32", _ratio(tput("turnout", 32), tput("vllm", 32)), 1.0, True),
         Target("Turnout / Ray Serve LLM high-throughput, output tokens/s at c=32",
@@ -232,6 +234,11 @@ def plot(figures: Figures, out_dir: Path) -> list[Path]:
 
 def _plot_capacity(plt: Any, points: Figures, path: Path) -> Path:
     """Streamed tokens/s and serving CPU per token of each system on the zero-cost engine."""
+    best: dict[str, dict[str, Any]] = {}
+    for f in points:
+        if f["output_tokens_per_s"] > best.get(f["system"], {}).get("output_tokens_per_s", -1):
+            best[f["system"]] = f
+    points = list(best.values())
     names = [f["system"] for f in points]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 4))
     left.bar(names, [f["output_tokens_per_s"] for f in points], color="tab:blue")

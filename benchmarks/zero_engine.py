@@ -21,6 +21,8 @@ import uuid
 from collections.abc import AsyncGenerator
 from typing import Any
 
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
 from ray.llm._internal.serve.core.engine.protocol import LLMEngine
 
 TOKEN_INTERVAL_S = float(os.environ.get("ZERO_ENGINE_TOKEN_INTERVAL_MS", "10")) / 1000
@@ -61,6 +63,10 @@ class ZeroEngine(LLMEngine):
         raise NotImplementedError("the zero-cost engine only generates")
         yield  # pragma: no cover
 
+    async def transcriptions(self, request: Any, raw_request_info: Any = None) -> AsyncGenerator[Any, None]:
+        raise NotImplementedError("the zero-cost engine only generates")
+        yield  # pragma: no cover
+
     async def _answer(self, request: Any, *, chat: bool) -> AsyncGenerator[Any, None]:
         tokens = request.max_tokens or getattr(request, "max_completion_tokens", None) or 16
         if not request.stream:
@@ -72,8 +78,6 @@ class ZeroEngine(LLMEngine):
 
     async def build_asgi_app(self) -> Any:
         """An OpenAI app over this engine, the shape of vLLM's for direct streaming."""
-        from fastapi import FastAPI, Request
-        from fastapi.responses import JSONResponse, StreamingResponse
         from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
         from vllm.entrypoints.openai.completion.protocol import CompletionRequest
 
