@@ -127,9 +127,16 @@ def hide_amx() -> bool:
 
     if not torch.cpu._is_amx_tile_supported():
         return False
-    torch.cpu._is_amx_tile_supported = _no_amx
-    torch.cpu._is_amx_fp16_supported = _no_amx
+    for name in _TORCH_AMX_QUERIES:
+        query = getattr(torch.cpu, name)
+        if query.__module__.startswith("torch"):  # torch's own, not a stand-in
+            _torch_amx_queries[name] = query
+        setattr(torch.cpu, name, _no_amx)
     return True
+
+
+_TORCH_AMX_QUERIES = ("_is_amx_tile_supported", "_is_amx_fp16_supported")
+_torch_amx_queries: dict[str, Any] = {}  # torch's own queries, kept by hide_amx for restore_vllm
 
 
 def _no_amx() -> bool:
@@ -156,6 +163,7 @@ def mend_rotary_embedding() -> bool:
         return query, key
 
     forward_cpu.mended_by_turnout = True  # type: ignore[attr-defined]
+    forward_cpu.__wrapped__ = original  # type: ignore[attr-defined]
     RotaryEmbedding.forward_cpu = forward_cpu
     return True
 
@@ -177,10 +185,31 @@ def stop_spinning() -> bool:
     """
     from vllm.distributed.device_communicators.shm_broadcast import SpinCondition
 
-    if SpinCondition.__init__.__defaults__ == (0,):
+    init = SpinCondition.__init__
+    if init.__defaults__ == (0,):
         return False
-    SpinCondition.__init__.__defaults__ = (0,)
+    init.vllm_defaults = init.__defaults__  # type: ignore[attr-defined]
+    init.__defaults__ = (0,)
     return True
+
+
+def restore_vllm() -> None:
+    """Undo :func:`hide_amx`, :func:`mend_rotary_embedding` and :func:`stop_spinning` in this process.
+
+    An engine started in-process (``LocalEngine``) applies the policy to the process that started
+    it; tests that examine vLLM and torch as they ship call this first.
+    """
+    import torch
+
+    for name, query in _torch_amx_queries.items():
+        if getattr(torch.cpu, name) is _no_amx:
+            setattr(torch.cpu, name, query)
+    from vllm.distributed.device_communicators.shm_broadcast import SpinCondition
+    from vllm.model_executor.layers.rotary_embedding.base import RotaryEmbedding
+
+    RotaryEmbedding.forward_cpu = getattr(RotaryEmbedding.forward_cpu, "__wrapped__", RotaryEmbedding.forward_cpu)
+    init = SpinCondition.__init__
+    init.__defaults__ = getattr(init, "vllm_defaults", init.__defaults__)
 
 
 def register() -> None:

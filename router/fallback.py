@@ -3,7 +3,8 @@
 ``attempt(target)`` should return once the target has committed to an answer (for a stream, once
 the first chunk has arrived); a failure raised before that moves the request to the next target.
 Client errors are not the target's fault and are re-raised at once, except a target's own
-``context_length_exceeded``, which a target with a longer context may not hit. A per-target
+``context_length_exceeded``, which a target with a longer context may not hit. Neither counts
+against the target's circuit, nor does a local replica that is at capacity. A per-target
 deadline is the caller's: raise TimeoutError (e.g. from ``asyncio.timeout``) out of ``attempt``.
 """
 
@@ -104,6 +105,12 @@ def _exhausted(events: list[RouteEvent], failures: list[_Failed]) -> Exception:
     return error
 
 
+def _busy_replica(target: Target, reason: FallbackReason) -> bool:
+    """A local replica at capacity is healthy, only busy: the request moves on, the circuit stays
+    as it was (a cloud provider's 429 is a rate limit that will repeat, so it counts)."""
+    return reason is FallbackReason.OVERLOADED and not target.is_cloud
+
+
 async def _attempt(
     target: Target, attempt: Callable[[Target], Awaitable[T]], breaker: CircuitBreaker
 ) -> T:
@@ -114,7 +121,7 @@ async def _attempt(
         raise
     except Exception as error:
         reason = classify_failure(error)
-        if reason is None or reason is FallbackReason.CONTEXT_LENGTH:
+        if reason is None or reason is FallbackReason.CONTEXT_LENGTH or _busy_replica(target, reason):
             breaker.release()
         else:
             breaker.record_failure()

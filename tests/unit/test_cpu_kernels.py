@@ -9,13 +9,16 @@ from __future__ import annotations
 import pytest
 import torch
 
+from engine import cpu_kernels
 from engine.cpu_kernels import (
     POLICY_ENV,
     CpuKernels,
     apply_policy,
+    hide_amx,
     mend_rotary_embedding,
     parse_cpuinfo,
     policy_from_env,
+    restore_vllm,
     stop_spinning,
 )
 
@@ -39,7 +42,7 @@ def cpu_without_amx(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def rotary_restored(monkeypatch: pytest.MonkeyPatch):
-    """What the policy changes in vLLM is put back after the test."""
+    """What the test changes in vLLM is put back after it (conftest gives it vLLM as shipped)."""
     from vllm.distributed.device_communicators.shm_broadcast import SpinCondition
     from vllm.model_executor.layers.rotary_embedding.base import RotaryEmbedding
 
@@ -168,3 +171,29 @@ def test_engine_queues_block_instead_of_spinning() -> None:
     assert SpinCondition.__init__.__defaults__ == (1,)  # vLLM: spin for a second after each read
     assert stop_spinning() and not stop_spinning()
     assert SpinCondition.__init__.__defaults__ == (0,)  # block at once on the notify socket
+
+
+@pytest.mark.usefixtures("rotary_restored")
+def test_vllm_can_be_restored_after_the_policy_in_process() -> None:
+    """What an in-process engine leaves behind for the tests above to undo."""
+    from vllm.distributed.device_communicators.shm_broadcast import SpinCondition
+    from vllm.model_executor.layers.rotary_embedding.base import RotaryEmbedding
+
+    shipped = RotaryEmbedding.forward_cpu
+    assert mend_rotary_embedding() and stop_spinning()
+    assert RotaryEmbedding.forward_cpu is not shipped
+    restore_vllm()
+    assert RotaryEmbedding.forward_cpu is shipped and SpinCondition.__init__.__defaults__ == (1,)
+
+
+def test_restore_gives_torch_its_amx_queries_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    def amx_present() -> bool:
+        return True
+
+    amx_present.__module__ = "torch.cpu"  # stands in for torch's own query on an AMX CPU
+    monkeypatch.setattr(cpu_kernels, "_torch_amx_queries", {})
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", amx_present)
+    monkeypatch.setattr(torch.cpu, "_is_amx_fp16_supported", amx_present)
+    assert hide_amx() and not torch.cpu._is_amx_tile_supported()
+    restore_vllm()
+    assert torch.cpu._is_amx_tile_supported is amx_present and torch.cpu._is_amx_fp16_supported is amx_present

@@ -112,6 +112,13 @@ async def test_falls_back_and_records_reasons(board):
     )
     assert [e.fallback_reason.value for e in routed.events] == ["unavailable", "timeout", "overloaded"]
     assert board.breaker(A.id).consecutive_failures == 1
+    assert board.breaker(B.id).consecutive_failures == 0  # a busy local replica is not a failing one
+
+
+async def test_a_rate_limited_cloud_target_counts_against_its_circuit(board):
+    script = Script(**{X.id: TargetOverloadedError("rate limit")})
+    routed = await walk(RoutePlan(targets=(X, B), skipped=(), policy="p"), script, board)
+    assert routed.target == B and board.breaker(X.id).consecutive_failures == 1
 
 
 async def test_client_error_is_raised_without_fallback(board):
