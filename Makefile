@@ -6,7 +6,7 @@ export TURNOUT_HOME ?= $(CURDIR)/.turnout
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install models serve test unit integration bench soak clean
+.PHONY: install models serve test test-cluster unit integration bench soak clean
 
 $(VENV)/.installed: pyproject.toml clients/parlant/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,12 @@ serve: models
 	$(VENV)/bin/turnout serve $(if $(CONFIG),--config $(CONFIG))
 
 test: models
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --ignore=tests/cluster
+
+# The multi-node tier: a 3-node Ray cluster on this machine (head + 2 workers, loopback only),
+# node loss under load, a rolling config deploy, autoscaling across nodes. About 12 minutes.
+test-cluster: models
+	$(PY) -m pytest -q tests/cluster
 
 unit: install
 	$(PY) -m pytest -q tests/unit

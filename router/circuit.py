@@ -103,6 +103,10 @@ class CircuitBoard:
             self._breakers[target_id] = CircuitBreaker(self._settings, self._clock)
         return self._breakers[target_id]
 
+    def reset(self, target_id: str) -> None:
+        """Forget ``target_id``'s failures: its circuit is closed (its replicas were replaced)."""
+        self._breakers.pop(target_id, None)
+
     def state(self, target_id: str) -> CircuitState:
         """State of ``target_id``'s circuit; closed for targets never seen."""
         known = self._breakers.get(target_id)

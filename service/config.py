@@ -36,6 +36,10 @@ class AutoscalingSettings(_Strict):
     min_replicas: int = Field(default=1, ge=0, le=1000)
     max_replicas: int = Field(default=1, ge=1, le=1000)
     target_ongoing_requests: float = Field(default=16, gt=0, description="Per replica.")
+    upscale_delay_s: float = Field(default=30, ge=0, description="Load must last this long to add a replica.")
+    downscale_delay_s: float = Field(
+        default=600, ge=0, description="Load must stay low this long to remove a replica."
+    )
 
 
 class ModelSource(_Strict):
@@ -74,6 +78,12 @@ class ModelSettings(_Strict):
         default=0.5, gt=0, description="Logical CPUs reserved per replica in Ray (CPU platform)."
     )
     num_gpus: float = Field(default=0, ge=0, description="GPUs per replica (CUDA: tensor_parallel_size).")
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources each replica reserves beside its CPUs/GPUs, e.g. a "
+        "resource that only one worker group's nodes declare (ray start --resources), to place "
+        "the model's replicas on those nodes.",
+    )
 
     @model_validator(mode="after")
     def _valid_id(self) -> ModelSettings:

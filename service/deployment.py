@@ -18,9 +18,11 @@ from router.circuit import CircuitBoard
 from router.planner import Router
 from router.providers.registry import make_provider
 from service.api.app import create_app
+from service.backends.availability import apply_status, read_serve_status
 from service.backends.cloud import CloudBackend
 from service.backends.protocol import Backend
 from service.backends.replica import ReplicaBackend
+from service.binding import bind_replica_grpc_to_node
 from service.config import TurnoutConfig
 from service.gateway import Gateway
 from service.metrics import Metrics
@@ -37,6 +39,7 @@ class TurnoutIngress:
     async def __init__(
         self, config: TurnoutConfig, records: list[ModelRecord], handles: dict[str, DeploymentHandle]
     ) -> None:
+        bind_replica_grpc_to_node()
         self.front = Front(config, records, handles, local={})
 
     async def __serve_build_asgi_app__(self) -> FastAPI:
@@ -79,6 +82,7 @@ class Front:
         while True:
             await asyncio.sleep(self.config.limits.health_check_period_s)
             try:
+                apply_status(await read_serve_status(), self.gateway)
                 await self.gateway.probe_health()
             except Exception:  # noqa: BLE001 - probing must outlive a bad round; logged
                 log.exception("health probe failed")

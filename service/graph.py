@@ -43,9 +43,9 @@ def llm_config(model: ModelSettings, record: ModelRecord, platform: Platform) ->
 
 def _placement(model: ModelSettings, platform: Platform) -> dict[str, Any]:
     if platform is Platform.CPU:
-        return {"bundles": [{"CPU": model.num_cpus}]}
+        return {"bundles": [{"CPU": model.num_cpus, **model.resources}]}
     gpus = max(model.num_gpus, 1)
-    return {"bundle_per_worker": {"GPU": gpus / model.engine.tensor_parallel_size, "CPU": 1}}
+    return {"bundle_per_worker": {"GPU": gpus / model.engine.tensor_parallel_size, "CPU": 1, **model.resources}}
 
 
 def model_record(store: LocalModelManager, model: ModelSettings) -> ModelRecord:

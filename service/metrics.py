@@ -4,7 +4,7 @@
 ``turnout_fallbacks_total`` by target and reason; ``turnout_router_decision_seconds``;
 ``turnout_time_to_first_token_seconds`` and ``turnout_request_latency_seconds`` as the client sees
 them; ``turnout_tokens_total`` by model and direction; ``turnout_circuit_state`` (0 closed,
-1 half-open, 2 open) by target.
+1 half-open, 2 open) by target; ``turnout_model_available`` (1 or 0) by local model reached by handle.
 """
 
 from __future__ import annotations
@@ -49,6 +49,10 @@ class Metrics:
             "turnout_request_latency_seconds", description="Arrival to last byte.",
             boundaries=_LATENCY_BUCKETS, tag_keys=("endpoint", "model"),
         )
+        self._available = gauge(
+            "turnout_model_available", description="1 while a local model has a running replica, else 0.",
+            tag_keys=("model",),
+        )
         self._circuit = gauge(
             "turnout_circuit_state", description="0 closed, 1 half-open, 2 open.", tag_keys=("target",),
         )
@@ -82,6 +86,9 @@ class Metrics:
     def failed(self, endpoint: Endpoint, model: str, error: BaseException) -> None:
         status = str(error.status_code) if isinstance(error, TurnoutError) else "500"
         self._requests.inc(1, tags={"endpoint": endpoint.value, "model": model, "route": "none", "status": status})
+
+    def available(self, model: str, available: bool) -> None:
+        self._available.set(1 if available else 0, tags={"model": model})
 
     def circuits(self, states: Mapping[str, CircuitState]) -> None:
         for target_id, state in states.items():

@@ -11,6 +11,7 @@
   into the runtime env of its engine workers, and Ray's runtime-env agent writes every runtime env
   to its log in clear text. Turnout's engines load checkpoints from the model store, never from the
   hub, so they need no token: the copy is turned off before the server starts.
+- Serve's replica-to-replica gRPC server listens on the node's address only (``service.binding``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import Any
 from ray.llm._internal.serve.engines.vllm import vllm_models
 from ray.llm._internal.serve.utils.batcher import Batcher
 from ray.serve.llm import LLMServer
+
+from service.binding import bind_replica_grpc_to_node
 
 
 class FirstOutputBatcher(Batcher):
@@ -72,6 +75,7 @@ class TurnoutLLMServer(LLMServer):
 
     async def __init__(self, *args: Any, **kwargs: Any) -> None:
         keep_hub_tokens_out_of_runtime_envs()
+        bind_replica_grpc_to_node()
         await super().__init__(*args, **kwargs)
 
     async def start(self) -> None:

@@ -83,14 +83,14 @@ async def tokenize(request: Request) -> Response:
 async def models(request: Request) -> dict[str, Any]:
     gateway = _gateway(request)
     stats = gateway.stats()
-    return {"object": "list", "data": [_card(t, stats[t.id]) for t in gateway.router.targets]}
+    return {"object": "list", "data": [_card(t, stats[t.id], gateway) for t in gateway.router.targets]}
 
 
 @router.get("/v1/models/{model_id:path}")
 async def model(model_id: str, request: Request) -> dict[str, Any]:
     gateway = _gateway(request)
     target = gateway.router.target(model_id)
-    return _card(target, gateway.stats()[target.id])
+    return _card(target, gateway.stats()[target.id], gateway)
 
 
 @router.get("/health")
@@ -106,8 +106,8 @@ async def ready(request: Request) -> Response:
     return JSONResponse({"ready": bool(healthy), "healthy_targets": healthy}, status_code=status)
 
 
-def _card(target: Any, stats: Any) -> dict[str, Any]:
-    return {
+def _card(target: Any, stats: Any, gateway: Any) -> dict[str, Any]:
+    card = {
         "id": target.id,
         "object": "model",
         "created": _STARTED,
@@ -122,3 +122,7 @@ def _card(target: Any, stats: Any) -> dict[str, Any]:
             "circuit": stats.circuit.value,
         },
     }
+    reason = gateway.backends[target.id].unavailable_reason()
+    if reason is not None:
+        card["turnout"]["unavailable_reason"] = reason
+    return card

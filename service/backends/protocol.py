@@ -65,6 +65,10 @@ class Backend(ABC):
     async def healthy(self) -> bool:
         """Whether the target answers its health check; never raises."""
 
+    def unavailable_reason(self) -> str | None:
+        """Why the target cannot serve at all (no replica runs), or None; shown in /v1/models."""
+        return None
+
 
 def sse(payload: Json) -> str:
     """One server-sent event."""

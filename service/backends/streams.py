@@ -48,23 +48,31 @@ class LocalSource:
             self._closing = asyncio.get_running_loop().create_task(self._stream.aclose())
 
 
-async def first_item(model_id: str, source: Source, timeout_s: float, mapped: Any) -> Any:
+async def first_item(
+    model_id: str, source: Source, timeout_s: float, mapped: Any, gone: Gone | None = None
+) -> Any:
     """The first item of ``source``; raises (and cancels) on an error response or a failure.
 
-    ``mapped(model_id, error)`` turns a transport error into a Turnout error.
+    ``mapped(model_id, error)`` turns a transport error into a Turnout error. When ``gone`` is
+    set before the first item (the model lost its last replica), the wait ends at once with
+    ``TargetUnavailableError``.
     """
     # Not asyncio.wait_for: cancelling vLLM's serving code mid-request makes it *return* an error
     # response ("Client disconnected", a 400), which wait_for would hand back as the answer.
     pending = asyncio.ensure_future(source.__anext__())
+    waiting = {pending} if gone is None else {pending, asyncio.ensure_future(gone.event.wait())}
     try:
-        done, _ = await asyncio.wait({pending}, timeout=timeout_s)
+        done, _ = await asyncio.wait(waiting, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
     except BaseException:  # the caller was cancelled (its client left)
-        pending.cancel()
-        source.cancel()
+        _cancel(waiting, source)
         raise
-    if not done:
-        pending.cancel()
-        source.cancel()
+    finally:
+        for task in waiting - {pending}:
+            task.cancel()
+    if pending not in done:
+        _cancel(waiting, source)
+        if gone is not None and gone.event.is_set():
+            raise TargetUnavailableError(f"{model_id} is unavailable: {gone.reason}")
         raise TargetTimeoutError(f"{model_id} sent no first token in time")
     try:
         first = pending.result()
@@ -80,16 +88,37 @@ async def first_item(model_id: str, source: Source, timeout_s: float, mapped: An
     return first
 
 
-async def single(model_id: str, source: Source, timeout_s: float, mapped: Any) -> Json:
+def _cancel(waiting: set[asyncio.Future], source: Source) -> None:
+    for task in waiting:
+        task.cancel()
+    source.cancel()
+
+
+class Gone:
+    """Set when a model has no running replica left; requests waiting for it stop waiting."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.reason = ""
+
+    def set(self, reason: str) -> None:
+        self.reason = reason
+        self.event.set()
+
+    def clear(self) -> None:
+        self.event.clear()
+
+
+async def single(model_id: str, source: Source, timeout_s: float, mapped: Any, gone: Gone | None = None) -> Json:
     """A one-item answer (embeddings, tokenize) as JSON."""
-    first = await first_item(model_id, source, timeout_s, mapped)
+    first = await first_item(model_id, source, timeout_s, mapped, gone)
     source.cancel()
     return first.model_dump(mode="json", exclude_none=True)
 
 
-async def answer(model_id: str, source: Source, timeout_s: float, mapped: Any) -> Answer:
+async def answer(model_id: str, source: Source, timeout_s: float, mapped: Any, gone: Gone | None = None) -> Answer:
     """A chat or completion answer: a complete body, or a stream whose first batch has come."""
-    first = await first_item(model_id, source, timeout_s, mapped)
+    first = await first_item(model_id, source, timeout_s, mapped, gone)
     if isinstance(first, BaseModel):
         source.cancel()
         return Answer(body=first.model_dump(mode="json", exclude_none=True))

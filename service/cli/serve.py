@@ -16,7 +16,15 @@ from service.config import TurnoutConfig, load_config
 APP_NAME = "turnout"
 # Ray Serve's high-throughput settings: HAProxy instead of the Python HTTP proxy (connections go
 # straight to the entry replicas), gRPC between deployments, the app on the replica's own loop.
-FAST_SERVE_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+# HAProxy also sends a request again to another entry replica when the one it went to closed the
+# connection without a byte of answer (its node was lost): Ray's default retries only failed
+# connects and answers such requests 500. Nothing had been answered, so nothing is sent twice to
+# the client; the lost replica's work on it is lost with it.
+FAST_SERVE_ENV = {
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response",
+}
 CONFIG_OPT = typer.Option(None, "--config", "-c", help="Turnout YAML (default: the demo graph).")
 
 
@@ -25,34 +33,47 @@ def serve(
     host: str | None = typer.Option(None, "--host", help="Override server.host."),
     port: int | None = typer.Option(None, "--port", help="Override server.port."),
 ) -> None:
-    """Start Ray (or join RAY_ADDRESS), deploy the graph and serve HTTP until Ctrl-C."""
+    """Start Ray (or join the cluster at RAY_ADDRESS), deploy the graph and serve HTTP until Ctrl-C.
+
+    On a cluster it joins, Ctrl-C deletes only Turnout's application; Ray and Serve keep running.
+    """
     cfg = _with_overrides(load_config(config), host, port)
-    if not os.environ.get("RAY_ADDRESS"):
+    address = os.environ.get("RAY_ADDRESS")
+    if not address:
         local_ray_environment(haproxy=cfg.server.haproxy)  # before Ray is imported: read then
+    elif _on_loopback(address):
+        local_ray_environment(haproxy=False)  # a cluster on this machine: join it on loopback
     import ray
     from ray import serve as ray_serve
 
     from service.graph import build_graph
 
     started = time.perf_counter()
-    _start_ray(ray, cfg)
+    _start_ray(ray, cfg, address)
     try:
         ray_serve.start(http_options={"host": cfg.server.host, "port": cfg.server.port})
         ray_serve.run(build_graph(cfg), name=APP_NAME, route_prefix="/", blocking=False)
-        _announce(cfg, time.perf_counter() - started, joined="RAY_ADDRESS" in os.environ)
+        _announce(cfg, time.perf_counter() - started, joined=bool(address))
         _wait_for_signal()
     finally:
         typer.echo("shutting down", err=True)
-        ray_serve.shutdown()
+        if address:
+            ray_serve.delete(APP_NAME)
+        else:
+            ray_serve.shutdown()
         ray.shutdown()
 
 
 def build_config(
     config: Path | None = CONFIG_OPT,
     output: Path | None = typer.Option(None, "--output", "-o", help="Write here instead of stdout."),
+    host: str | None = typer.Option(
+        None, "--host", help="Bind address of every node's HTTP proxy (default: server.host; "
+        "0.0.0.0 to take API traffic from other machines)."
+    ),
 ) -> None:
     """Print a Ray Serve config file (``serve deploy`` format) for this Turnout configuration."""
-    text = yaml.safe_dump(serve_config(load_config(config)), sort_keys=False)
+    text = yaml.safe_dump(serve_config(_with_overrides(load_config(config), host, None)), sort_keys=False)
     if output:
         output.write_text(text)
     else:
@@ -67,7 +88,7 @@ def serve_config(cfg: TurnoutConfig) -> dict[str, Any]:
     turnout = cfg.model_dump(mode="json", exclude={"auth": {"api_keys"}}, exclude_none=True)
     return {
         "proxy_location": "EveryNode",
-        "http_options": {"host": "0.0.0.0", "port": cfg.server.port},
+        "http_options": {"host": cfg.server.host, "port": cfg.server.port},
         "applications": [
             {
                 "name": APP_NAME,
@@ -84,9 +105,9 @@ def _with_overrides(cfg: TurnoutConfig, host: str | None, port: int | None) -> T
     return cfg.model_copy(update={"server": server})
 
 
-def _start_ray(ray: Any, cfg: TurnoutConfig) -> None:
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"])
+def _start_ray(ray: Any, cfg: TurnoutConfig, address: str | None) -> None:
+    if address:
+        ray.init(address=address, **(local_ray_options() if _on_loopback(address) else {}))
         return
     ray.init(
         include_dashboard=True,
@@ -113,6 +134,12 @@ def local_ray_environment(*, haproxy: bool) -> None:
         os.environ.setdefault(name, value)
 
 
+def _on_loopback(address: str) -> bool:
+    """Whether a Ray address (``host:port``, ``ray://host:port`` or ``auto``) is on this machine's loopback."""
+    host = address.split("://")[-1].rsplit(":", 1)[0]
+    return host in {"127.0.0.1", "localhost"}
+
+
 def local_ray_options() -> dict[str, Any]:
     """``ray.init`` options of a local Ray instance (after :func:`local_ray_environment`)."""
     return {"_node_ip_address": LOOPBACK}
@@ -125,7 +152,15 @@ def _announce(cfg: TurnoutConfig, seconds: float, *, joined: bool) -> None:
     if not joined:
         typer.echo(f"  Ray dashboard:   http://127.0.0.1:{cfg.server.dashboard_port}")
         typer.echo(f"  Prometheus text: http://127.0.0.1:{cfg.server.metrics_export_port}/metrics")
-    typer.echo("Press Ctrl-C to stop.")
+    typer.echo(f"  Dashboard token: {token_hint()}")
+    typer.echo("Press Ctrl-C to stop." if not joined else "Press Ctrl-C to remove Turnout (the cluster keeps running).")
+
+
+def token_hint() -> str:
+    """How to open the Ray dashboard: its page asks for the cluster's token, its API needs it."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "the page asks for it: give it this cluster's RAY_AUTH_TOKEN"
+    return "the page asks for it: print it with `.venv/bin/ray get-auth-token`"
 
 
 def _wait_for_signal() -> None:

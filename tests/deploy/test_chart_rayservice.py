@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from service.cli.serve import serve_config
+from service.cli.serve import FAST_SERVE_ENV, serve_config
 from service.config import TurnoutConfig
 from tests.deploy.chart import Rendered
 
@@ -31,7 +31,8 @@ def _env(container: dict[str, Any]) -> dict[str, str]:
 def test_serve_config_has_the_shape_of_build_config(rendered: Rendered) -> None:
     served = rendered.serve_config
     config = TurnoutConfig(**served["applications"][0]["args"]["turnout"])
-    expected = serve_config(config)
+    # In pods the proxies take traffic from the Service: `turnout build-config --host 0.0.0.0`.
+    expected = serve_config(config.model_copy(update={"server": config.server.model_copy(update={"host": "0.0.0.0"})}))
     (app,), (want,) = served.pop("applications"), expected.pop("applications")
     assert served == expected
     assert {k: v for k, v in app.items() if k != "args"} == {k: v for k, v in want.items() if k != "args"}
@@ -94,7 +95,7 @@ def test_every_ray_process_runs_serves_high_throughput_mode(rendered: Rendered) 
     for template in rendered.pod_templates():
         (container,) = _containers(template)
         env = _env(container)
-        expected = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"} if haproxy else {}
+        expected = FAST_SERVE_ENV if haproxy else {}
         assert {k: env[k] for k in env if k.startswith("RAY_SERVE_")} == expected
 
 

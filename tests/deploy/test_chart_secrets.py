@@ -23,9 +23,14 @@ def _env_from(rendered: Rendered) -> list[list[dict]]:
     return [c.get("envFrom", []) for t in rendered.pod_templates() for c in t["spec"]["containers"]]
 
 
+def _app_secrets(rendered: Rendered) -> list[dict]:
+    """The Secrets that become environment variables (not the Ray token's, test_chart_ray_auth.py)."""
+    return [s for s in rendered.kind("Secret") if s["metadata"]["name"] != f"{rendered.fullname}-ray-auth"]
+
+
 def test_created_secret_holds_the_values_and_nothing_else_does(chart: helm_python.Chart):
     rendered = render(chart, VALUES)
-    secret = rendered.one("Secret")
+    (secret,) = _app_secrets(rendered)
     assert secret["stringData"] == {
         "HF_TOKEN": HF_TOKEN, "TURNOUT_AUTH__API_KEYS": f'["{API_KEY}"]', "ACME_KEY": PROVIDER_KEY,
     }
@@ -41,12 +46,12 @@ def test_created_secret_holds_the_values_and_nothing_else_does(chart: helm_pytho
 def test_an_existing_secret_is_used_and_none_is_created(chart: helm_python.Chart):
     values = {**VALUES, "secrets": {"existingSecret": "team-llm-keys", "hfToken": HF_TOKEN}}
     rendered = render(chart, values)
-    assert rendered.kind("Secret") == []
+    assert _app_secrets(rendered) == []
     assert HF_TOKEN not in yaml.safe_dump_all(rendered.objects)
     assert _env_from(rendered) == [[{"secretRef": {"name": "team-llm-keys"}}]] * len(rendered.pod_templates())
 
 
 def test_no_secret_values_means_no_secret(chart: helm_python.Chart):
     rendered = render(chart, {"secrets": {"hfToken": ""}})
-    assert rendered.kind("Secret") == []
+    assert _app_secrets(rendered) == []
     assert _env_from(rendered) == [[]] * len(rendered.pod_templates())

@@ -43,6 +43,11 @@ def test_chart_schema_regenerates_a_stale_schema(tmp_path):
         ({"workerGroups": [{"name": "g", "replicas": 1, "minReplicas": 1, "maxReplicas": 1, "gpus": -1}]}, "'/workerGroups/0/gpus': minimum"),
         ({"workerGroups": [{"name": "Bad_Name", "replicas": 1, "minReplicas": 1, "maxReplicas": 1}]}, "'/workerGroups/0/name': 'Bad_Name' does not match"),
         ({"service": {"port": 0}}, "'/service/port': minimum"),
+        ({"networkPolicy": {"apiFrom": [{}]}}, "'/networkPolicy/apiFrom/0': minProperties"),
+        ({"networkPolicy": {"metricsFrom": [{"podSelectr": {}}]}}, "'/networkPolicy/metricsFrom/0': additional properties 'podSelectr' not allowed"),
+        ({"networkPolicy": {"operatorFrom": [{"ipBlock": {}}]}}, "'/networkPolicy/operatorFrom/0/ipBlock': missing property 'cidr'"),
+        ({"rayAuth": {"via": "sidecar"}}, "'/rayAuth/via': value must be one of"),
+        ({"rayAuth": {"token": "short-token"}}, "'/rayAuth/token': minLength: got 11, want 32"),
     ],
 )
 def test_helm_rejects_bad_values_with_a_message(chart: helm_python.Chart, values: dict, message: str):

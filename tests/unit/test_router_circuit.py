@@ -127,3 +127,14 @@ def test_board_merges_circuit_states_into_stats(clock):
     assert merged["a"] == TargetStats(in_flight=2)
     assert merged["b"] == TargetStats(healthy=False, circuit=CircuitState.OPEN)
     assert merged["c"] == TargetStats()
+
+
+def test_a_reset_circuit_is_closed_with_its_failures_forgotten():
+    board = CircuitBoard(CircuitSettings(failure_threshold=2, cooldown_s=30))
+    for _ in range(2):
+        board.breaker("t").record_failure()
+    assert board.state("t") is CircuitState.OPEN
+    board.reset("t")
+    assert board.state("t") is CircuitState.CLOSED
+    board.breaker("t").record_failure()
+    assert board.state("t") is CircuitState.CLOSED  # one failure, not three

@@ -135,6 +135,8 @@ class FakeHandle:
     responses: list[FakeResponses]
     healthy: bool = True
     requests: list[Any] = field(default_factory=list)
+    app_name: str = "turnout"
+    deployment_name: str = "model:chat-nano"
 
     def options(self, **_: Any) -> FakeHandle:
         return self

@@ -46,9 +46,20 @@ def test_autoscaling_replaces_the_replica_count(checkpoint):
     scaling = AutoscalingSettings(min_replicas=1, max_replicas=4, target_ongoing_requests=8)
     model = ModelSettings(id=MODEL, autoscaling=scaling, max_ongoing_requests=32)
     deployment = llm_config(model, rec, Platform.CPU).deployment_config
-    assert deployment["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 8}
+    assert deployment["autoscaling_config"] == {
+        "min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 8,
+        "upscale_delay_s": 30, "downscale_delay_s": 600,
+    }
     assert "num_replicas" not in deployment
     assert deployment["max_ongoing_requests"] == 32
+
+
+def test_custom_resources_join_the_placement_bundle(checkpoint):
+    rec = record(MODEL, [Capability.CHAT], context=2048, size_bytes=16, path=checkpoint)
+    model = ModelSettings(id=MODEL, resources={"worker-a": 0.01})
+    assert llm_config(model, rec, Platform.CPU).placement_group_config == {"bundles": [{"CPU": 0.5, "worker-a": 0.01}]}
+    gpu = llm_config(model.model_copy(update={"num_gpus": 1}), rec, Platform.CUDA).placement_group_config
+    assert gpu["bundle_per_worker"] == {"GPU": 1.0, "CPU": 1, "worker-a": 0.01}
 
 
 def test_thread_binding_goes_to_the_replica_environment(checkpoint):

@@ -67,3 +67,39 @@ def test_the_demo_configuration_round_trips():
     config = load_config(None)
     turnout = yaml.safe_load(yaml.safe_dump(serve_config(config)))["applications"][0]["args"]["turnout"]
     assert TurnoutConfig(**turnout).models == config.models
+
+
+def test_the_proxies_bind_where_the_config_says_and_build_config_can_open_them(config, tmp_path):
+    from typer.testing import CliRunner
+
+    from service.cli.app import app
+
+    assert serve_config(config)["http_options"]["host"] == "127.0.0.1"  # server.host's default
+    file = tmp_path / "turnout.yaml"
+    file.write_text(yaml.safe_dump({"models": [{"id": "local/llama/tiny"}]}))
+    out = tmp_path / "serve.yaml"
+    result = CliRunner().invoke(app, ["build-config", "--config", str(file), "--host", "0.0.0.0", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    written = yaml.safe_load(out.read_text())
+    assert written["http_options"]["host"] == "0.0.0.0"
+    assert written["proxy_location"] == "EveryNode"
+
+
+@pytest.mark.parametrize(
+    ("address", "local"),
+    [("127.0.0.1:6379", True), ("localhost:6379", True), ("ray://127.0.0.1:10001", True),
+     ("10.0.0.5:6379", False), ("ray://head.example:10001", False), ("auto", False)],
+)
+def test_a_cluster_on_loopback_is_joined_on_loopback(address, local):
+    from service.cli.serve import _on_loopback
+
+    assert _on_loopback(address) is local
+
+
+def test_the_banner_says_how_to_open_the_dashboard(monkeypatch):
+    from service.cli.serve import token_hint
+
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    assert "ray get-auth-token" in token_hint()
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "secret-token-value")
+    assert "RAY_AUTH_TOKEN" in token_hint() and "secret-token-value" not in token_hint()

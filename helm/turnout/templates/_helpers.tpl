@@ -32,6 +32,46 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{ dig "server" "port" 8000 .Values.turnout }}
 {{- end }}
 
+{{/* Ray's ports that something outside the release reaches: the head's dashboard (the KubeRay
+     operator) and every pod's metrics export (Prometheus). */}}
+{{- define "turnout.dashboardPort" -}}8265{{- end }}
+{{- define "turnout.metricsPort" -}}8080{{- end }}
+
+{{/* The release's Ray pods, head and workers (their templates' labels; KubeRay adds its own). */}}
+{{- define "turnout.rayPodSelector" -}}
+matchLabels: {{- include "turnout.selectorLabels" . | nindent 2 }}
+matchExpressions:
+  - {key: app.kubernetes.io/component, operator: In, values: [head, worker]}
+{{- end }}
+
+{{/* The Secret holding the Ray cluster's token under the key auth_token (the key KubeRay reads). */}}
+{{- define "turnout.rayAuthSecretName" -}}
+{{- .Values.rayAuth.existingSecret | default (printf "%s-ray-auth" (include "turnout.fullname" .)) }}
+{{- end }}
+
+{{/* The created Secret's auth_token, base64: rayAuth.token when given, else the token of the
+     Secret already installed (`existing`, from lookup; empty when rendered offline), so an upgrade
+     keeps it, else a new one. Pods of one cluster must share it. */}}
+{{- define "turnout.rayAuthTokenData" -}}
+{{- if .root.Values.rayAuth.token }}
+{{- .root.Values.rayAuth.token | b64enc }}
+{{- else }}
+{{- dig "data" "auth_token" (randAlphaNum 48 | b64enc) (.existing | default dict) }}
+{{- end }}
+{{- end }}
+
+{{/* Fails the render on Ray token settings KubeRay or Ray would reject later, on the cluster. */}}
+{{- define "turnout.checkRayAuth" -}}
+{{- with .Values.rayAuth }}
+{{- if and .enabled .token .existingSecret }}
+{{- fail "rayAuth: set token or existingSecret, not both" }}
+{{- end }}
+{{- if and .enabled (semverCompare "<2.52.0" $.Values.rayVersion) }}
+{{- fail (printf "rayAuth needs Ray 2.52.0 or later (rayVersion is %s): set rayAuth.enabled=false or a newer rayVersion" $.Values.rayVersion) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* The Secret whose keys become environment variables; empty when there is none. */}}
 {{- define "turnout.secretName" -}}
 {{- if .Values.secrets.existingSecret }}
@@ -90,6 +130,17 @@ applications:
   value: "1"
 - name: RAY_SERVE_THROUGHPUT_OPTIMIZED
   value: "1"
+{{- /* A request whose entry replica closed without answering (its pod lost) goes to another. */}}
+- name: RAY_SERVE_HAPROXY_RETRY_ON
+  value: "conn-failure empty-response"
+{{- end }}
+{{- if and .Values.rayAuth.enabled (eq .Values.rayAuth.via "env") }}
+{{- /* What KubeRay's authOptions sets, for an operator without it: every Ray process reads them. */}}
+- name: RAY_AUTH_MODE
+  value: token
+- name: RAY_AUTH_TOKEN
+  valueFrom:
+    secretKeyRef: {name: {{ include "turnout.rayAuthSecretName" . }}, key: auth_token}
 {{- end }}
 {{- with .Values.env }}
 {{ toYaml . }}

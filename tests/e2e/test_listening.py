@@ -1,0 +1,50 @@
+"""A local ``turnout serve`` listens on loopback only: its Ray (GCS, raylet, object manager, agents,
+dashboard and job API, metrics), Serve's proxy and replicas (their replica-to-replica gRPC servers
+included, see service/binding.py) and the engines. Ray's ports run code for whoever reaches them
+with the cluster's token; Serve's replica ports reach the models without the API's keys.
+
+The one exception is Ray's HAProxy: Ray 2.60 renders its read-only stats page and Prometheus
+endpoint as ``bind *:PORT`` with no way to set the address (``RAY_SERVE_HAPROXY_STATS_PORT``,
+``RAY_SERVE_HAPROXY_METRICS_PORT`` set the ports only). Neither runs code or reaches a model; on
+Kubernetes the chart's NetworkPolicy keeps them inside the release.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+import psutil
+import pytest
+
+from tests.graph import Deployment
+
+pytestmark = pytest.mark.e2e
+HAPROXY_READ_ONLY = {8404: "stats page", 9101: "Prometheus metrics"}
+
+
+def listening(root_pid: int) -> list[tuple[str, str, int]]:
+    """(process name, address, port) of every listening TCP socket in the process tree."""
+    root = psutil.Process(root_pid)
+    found = []
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            sockets = process.net_connections(kind="inet")
+            name = process.name()
+        except psutil.Error:
+            continue
+        found += [(name, s.laddr.ip, s.laddr.port) for s in sockets if s.status == psutil.CONN_LISTEN]
+    return found
+
+
+def test_every_port_of_a_local_turnout_serve_is_on_loopback(deployment: Deployment) -> None:
+    sockets = listening(deployment.server.process.pid)
+    names = {name for name, _, _ in sockets}
+    assert {"gcs_server", "raylet", "haproxy"} <= names, names  # the whole tree was seen
+    assert any(name.startswith("ray::ServeRepli") for name in names), names
+    api_port = int(deployment.base_url.rsplit(":", 1)[1])
+    assert ("haproxy", "127.0.0.1", api_port) in sockets
+    exposed = [
+        s for s in sockets
+        if not ipaddress.ip_address(s[1]).is_loopback and not (s[0] == "haproxy" and s[2] in HAPROXY_READ_ONLY)
+    ]
+    assert exposed == [], f"listening beyond loopback: {exposed}"
