@@ -6,12 +6,16 @@ workers have, as custom resources here: each worker has one ``accel`` (a one-GPU
 B also ``node-b`` (a node that a model is pinned to). Every node listens on 127.0.0.1 only, and
 every node runs Serve's high-throughput settings (HAProxy, gRPC between deployments), as the
 chart's pods do. All nodes share one model store (``TURNOUT_HOME``), as the chart's pods share
-its ReadWriteMany volume, the chart's default.
+its ReadWriteMany volume, the chart's default. Ray's token authentication is on, with one token
+in every node's environment (``RAY_AUTH_MODE=token``, ``RAY_AUTH_TOKEN``), as KubeRay's
+``authOptions`` sets it in every pod: ``turnout serve``, ``serve deploy`` and the test's calls to
+the dashboard all present it.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -21,10 +25,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-import psutil
-import pytest
-from ray.cluster_utils import Cluster
+# Ray reads its authentication mode once per process, when it is first imported: the token goes
+# into this process's environment before that, and every node and client started from here
+# inherits it.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(24))
+
+import httpx  # noqa: E402
+import psutil  # noqa: E402
+import pytest  # noqa: E402
+from ray.cluster_utils import Cluster  # noqa: E402
 
 from engine.store import LocalModelManager
 from service.cli.serve import FAST_SERVE_ENV, LOOPBACK, LOOPBACK_RAY_ENV
@@ -115,14 +125,8 @@ class RayCluster:
 
 
 def auth_headers() -> dict[str, str]:
-    """The cluster's token as Ray's HTTP APIs take it (token auth is on by default)."""
-    token = os.environ.get("RAY_AUTH_TOKEN") or _token_file()
-    return {"Authorization": f"Bearer {token}"} if token else {}
-
-
-def _token_file() -> str:
-    path = Path.home() / ".ray" / "auth_token"
-    return path.read_text().strip() if path.exists() else ""
+    """The cluster's token as Ray's HTTP APIs take it."""
+    return {"Authorization": f"Bearer {os.environ['RAY_AUTH_TOKEN']}"}
 
 
 def _alive(process: psutil.Process) -> bool:

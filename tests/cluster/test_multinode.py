@@ -109,6 +109,8 @@ def test_turnout_serve_joins_and_each_replica_runs_where_its_resources_ask(ray_c
         for d in details["applications"][APP]["deployments"].values() for r in d["replicas"]
     }
     assert "head" not in nodes_with_replicas  # the head holds no model
+    unauthenticated = httpx.get(f"{ray_cluster.dashboard_url}/api/serve/applications/", timeout=30)
+    assert unauthenticated.status_code == 401  # the dashboard's API wants the cluster's token
     proxies = sorted(ray_cluster.names.get(n, n) for n in details["proxies"])
     answer = httpx.post(
         f"{base_url}/v1/chat/completions", timeout=120,

@@ -36,6 +36,13 @@ def listening(root_pid: int) -> list[tuple[str, str, int]]:
     return found
 
 
+def on_loopback(address: str) -> bool:
+    """Whether a socket's address is loopback (an IPv6 socket on IPv4's, ``::ffff:127.0.0.1``, too)."""
+    ip = ipaddress.ip_address(address)
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
+
+
 def test_every_port_of_a_local_turnout_serve_is_on_loopback(deployment: Deployment) -> None:
     sockets = listening(deployment.server.process.pid)
     names = {name for name, _, _ in sockets}
@@ -45,6 +52,6 @@ def test_every_port_of_a_local_turnout_serve_is_on_loopback(deployment: Deployme
     assert ("haproxy", "127.0.0.1", api_port) in sockets
     exposed = [
         s for s in sockets
-        if not ipaddress.ip_address(s[1]).is_loopback and not (s[0] == "haproxy" and s[2] in HAPROXY_READ_ONLY)
+        if not on_loopback(s[1]) and not (s[0] == "haproxy" and s[2] in HAPROXY_READ_ONLY)
     ]
     assert exposed == [], f"listening beyond loopback: {exposed}"
