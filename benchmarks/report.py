@@ -74,6 +74,12 @@ def targets(figures: Figures) -> list[Target]:
     t_ttft, v_ttft = ttft("turnout", 1), ttft("vllm", 1)
     router50 = [f["p99_us"] for f in suite(figures, "router") if f["models"] == 50]
     fallback = suite(figures, "fallback_http")
+    affinity = {(f["routing"], f.get("kv", "kv512MiB")): f for f in suite(figures, "affinity")}
+    hit = next((f["p50_ms"] for f in suite(figures, "response_cache") if f["path"] == "cache"), None)
+
+    def routed(key: str, kv: str, other: str = "default") -> float | None:
+        return _ratio(affinity.get(("prefix_affinity", kv), {}).get(key), affinity.get((other, kv), {}).get(key))
+
     capacity: dict[str, float] = {}  # each system's best point
     for f in suite(figures, "capacity"):
         capacity[f["system"]] = max(capacity.get(f["system"], 0.0), f["output_tokens_per_s"])
@@ -90,6 +96,20 @@ def targets(figures: Figures) -> list[Target]:
                _ratio(capacity.get("turnout"), capacity.get("rayllm_ht")), 1.0, True),
         Target("Turnout at c=32 / transformers sequential", _ratio(tput("turnout", 32), hf_tput), 8, True),
         Target("Router decision with 50 models, p99", max(router50) if router50 else None, 100, False, "us"),
+        Target("Prefix affinity / default replica choice, TTFT p50 (8 shared prefixes)", routed("ttft_p50_s", "kv512MiB"),
+               0.5, False),
+        Target("Prefix affinity / default replica choice, TTFT p99", routed("ttft_p99_s", "kv512MiB"), 1.0, False),
+        Target("Prefix affinity / default replica choice, output tokens/s", routed("output_tokens_per_s", "kv512MiB"),
+               1.0, True),
+        Target("Prefix affinity / default, TTFT p50, KV cache for ~4 prefixes per replica",
+               routed("ttft_p50_s", "kv144MiB"), 0.5, False),
+        Target("Prefix affinity / default, output tokens/s, KV cache for ~4 prefixes per replica",
+               routed("output_tokens_per_s", "kv144MiB"), 1.0, True),
+        Target("Prefix affinity / Ray Serve LLM high-throughput + PrefixCacheAffinityRouter, TTFT p50",
+               routed("ttft_p50_s", "kv512MiB", "rayllm_ht_prefix"), 1.0, False),
+        Target("Prefix affinity / Ray Serve LLM high-throughput + PrefixCacheAffinityRouter, output tokens/s",
+               routed("output_tokens_per_s", "kv512MiB", "rayllm_ht_prefix"), 1.0, True),
+        Target("Response cache hit on loopback, p50", hit, 5, False, "ms"),
     ]
 
 
@@ -138,6 +158,7 @@ def markdown(figures: Figures) -> str:
         [[_ms(f["ttft_direct_p50_s"]), _ms(f["ttft_closed_p50_s"]), _ms(f["ttft_open_p50_s"]),
           _ms(f["extra_closed_s"]), _ms(f["extra_open_s"])] for f in suite(figures, "fallback_http")],
     )
+    out += _caching(figures)
     out += _cpu_kernels(suite(figures, "cpu_kernels"))
     embed = suite(figures, "embeddings")
     out += _table(
@@ -165,6 +186,32 @@ def _medians(figures: Figures) -> list[str]:
                      _ms(median_of(points, "ttft_p50_s")), _ms(median_of(points, "tpot_p50_s"))])
     return _table("Serving, median over rounds", ["system", "c", "rounds", "out tok/s", "/ vllm serve",
                                                    "TTFT p50 ms", "TPOT p50 ms"], rows)
+
+
+def _caching(figures: Figures) -> list[str]:
+    """Prefix affinity against the default replica choice, the response cache, a Parlant agent."""
+    out = _table(
+        "Two replicas, 8 shared prefixes of ~1,000 tokens, 16 clients",
+        ["routing", "KV cache", "requests", "out tok/s", "TTFT p50 ms", "TTFT p99 ms", "vLLM prefix-cache hits",
+         "decisions"],
+        [[f["routing"], f.get("kv", ""), f["requests"], f"{f['output_tokens_per_s']:.1f}", _ms(f["ttft_p50_s"]), _ms(f["ttft_p99_s"]),
+          "n/a" if f.get("prefix_cache_hit_ratio") is None else f"{f['prefix_cache_hit_ratio']:.0%}",
+          ", ".join(f"{k} {v:.0f}" for k, v in sorted((f.get("affinity_decisions") or {}).items())) or "n/a"]
+         for f in suite(figures, "affinity")],
+    )
+    out += _table(
+        "Response cache (a greedy chat request over HTTP)",
+        ["answered by", "p50 ms", "p99 ms"],
+        [[f["path"], f"{f['p50_ms']:.2f}", f"{f['p99_ms']:.2f}"] for f in suite(figures, "response_cache")],
+    )
+    out += _table(
+        "A Parlant agent through Turnout: start-up and one customer turn",
+        ["response cache", "ready s", "reply s", "hits", "misses", "not cacheable", "hit ratio"],
+        [[f["cache"], f"{f['ready_s']:.0f}", f"{f['reply_s']:.0f}", f"{f['hits']:.0f}", f"{f['misses']:.0f}",
+          f"{f['bypassed']:.0f}", "n/a" if f.get("hit_ratio") is None else f"{f['hit_ratio']:.0%}"]
+         for f in suite(figures, "parlant")],
+    )
+    return out
 
 
 def _capacity(points: Figures) -> list[str]:

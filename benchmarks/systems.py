@@ -92,7 +92,7 @@ def vllm_server(
 @contextmanager
 def rayllm_server(
     record: ModelRecord, work: Path, settings: EngineSettings = ENGINE, env: dict[str, str] | None = None,
-    *, high_throughput: bool = False,
+    *, high_throughput: bool = False, replicas: int = 1, prefix_router: bool = False,
 ) -> Iterator[System]:
     """Ray Serve LLM's ``build_openai_app`` for ``record`` (see ``benchmarks/rayllm_app.py``)."""
     name = "rayllm_ht" if high_throughput else "rayllm"
@@ -100,7 +100,12 @@ def rayllm_server(
     command = [sys.executable, "-m", "benchmarks.rayllm_app", record.id, str(port)]
     if settings.cpu_threads_bind:
         command.append(settings.cpu_threads_bind)
+        if replicas > 1 or prefix_router:
+            more = settings.model_dump(exclude_defaults=True, exclude={"cpu_threads_bind"})
+            command += [str(replicas), "prefix" if prefix_router else "default", json.dumps(more)]
     mode = RAY_HIGH_THROUGHPUT if high_throughput else RAY_DEFAULT
+    if prefix_router:  # its ingress request router needs the body to see the prompt
+        mode = {**mode, "RAY_SERVE_INGRESS_REQUEST_ROUTER_FORWARD_BODY": "1"}
     server = start(command, work / f"{name}.log", env={**mode, **(env or {})})
     base = f"http://127.0.0.1:{port}"
 

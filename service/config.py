@@ -42,6 +42,24 @@ class AutoscalingSettings(_Strict):
     )
 
 
+class AffinitySettings(_Strict):
+    """Prefix-affinity routing among a model's replicas (``routing: prefix_affinity``)."""
+
+    block_chars: int = Field(
+        default=256, ge=16, le=65536,
+        description="Prompts are compared in blocks of this many characters; a prompt shorter "
+        "than one block is load balanced.",
+    )
+    max_blocks: int = Field(default=64, ge=1, le=4096, description="Blocks of a prompt compared at most.")
+    max_imbalance: float = Field(
+        default=4, ge=0,
+        description="Load guard: a prompt goes to the replica holding its prefix unless that "
+        "replica has more than this many requests above the least loaded one.",
+    )
+    max_keys: int = Field(default=200_000, ge=1, description="Prefix blocks remembered per router.")
+    probe_interval_s: float = Field(default=0.5, gt=0, description="How often replica loads are refreshed.")
+
+
 class ModelSource(_Strict):
     """Where a model that is not in the store yet is fetched from, once, at start-up."""
 
@@ -78,6 +96,14 @@ class ModelSettings(_Strict):
         default=0.5, gt=0, description="Logical CPUs reserved per replica in Ray (CPU platform)."
     )
     num_gpus: float = Field(default=0, ge=0, description="GPUs per replica (CUDA: tensor_parallel_size).")
+    routing: Literal["default", "prefix_affinity"] = Field(
+        default="default",
+        description="How a request picks one of this model's replicas. default: the least "
+        "loaded (HAProxy's fewest connections for the edge model, Serve's power of two choices "
+        "for others). prefix_affinity: the replica that already holds the prompt's prefix in "
+        "vLLM's prefix cache, within a load guard (affinity).",
+    )
+    affinity: AffinitySettings = Field(default_factory=AffinitySettings)
     resources: dict[str, float] = Field(
         default_factory=dict,
         description="Custom Ray resources each replica reserves beside its CPUs/GPUs, e.g. a "
@@ -158,6 +184,17 @@ class LimitsSettings(_Strict):
         return self
 
 
+class ResponseCacheSettings(_Strict):
+    """Answers to deterministic requests, kept by each entry replica (see service.cache)."""
+
+    enabled: bool = Field(default=True, description="Cache answers at temperature 0 or with a seed.")
+    max_bytes: int = Field(default=64 * 1024 * 1024, ge=0, description="Memory bound per entry replica.")
+    ttl_s: float = Field(default=600, gt=0, description="An answer is served from the cache this long.")
+    max_entry_bytes: int = Field(
+        default=1024 * 1024, ge=0, description="Larger answers are not cached."
+    )
+
+
 class AuthSettings(_Strict):
     """API keys for the ingress; when none is set, the API is open (loopback default)."""
 
@@ -185,6 +222,7 @@ class TurnoutConfig(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    response_cache: ResponseCacheSettings = Field(default_factory=ResponseCacheSettings)
 
     @classmethod
     def settings_customise_sources(

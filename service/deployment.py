@@ -23,6 +23,7 @@ from service.backends.cloud import CloudBackend
 from service.backends.protocol import Backend
 from service.backends.replica import ReplicaBackend
 from service.binding import bind_replica_grpc_to_node
+from service.cache import ResponseCache
 from service.config import TurnoutConfig
 from service.gateway import Gateway
 from service.metrics import Metrics
@@ -74,7 +75,8 @@ class Front:
             if target.is_cloud:
                 backends[target.id] = CloudBackend(target, self.providers[target.provider])
         self.gateway = Gateway(
-            router, backends, CircuitBoard(config.routing.circuit), Metrics(), config.limits.output_default
+            router, backends, CircuitBoard(config.routing.circuit), Metrics(), config.limits.output_default,
+            cache=_response_cache(config), revisions={r.id: _revision(r) for r in records},
         )
         self._prober = asyncio.get_running_loop().create_task(self._probe_forever())
 
@@ -90,6 +92,18 @@ class Front:
     async def close(self) -> None:
         self._prober.cancel()
         await asyncio.gather(*(p.close() for p in self.providers.values()), return_exceptions=True)
+
+
+def _response_cache(config: TurnoutConfig) -> ResponseCache | None:
+    settings = config.response_cache
+    if not settings.enabled or settings.max_bytes == 0:
+        return None
+    return ResponseCache(settings.max_bytes, settings.ttl_s, settings.max_entry_bytes)
+
+
+def _revision(record: ModelRecord) -> str:
+    """What changes when a model id gets other weights: the hub revision and the registration."""
+    return f"{record.revision or ''}@{record.created_at.isoformat()}"
 
 
 def _overridden(record: ModelRecord, config: TurnoutConfig) -> ModelRecord:

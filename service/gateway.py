@@ -21,6 +21,9 @@ from router.needs import derive_needs
 from router.planner import Router
 from router.protocol import IDLE, Endpoint, RequestNeeds, RoutePlan, Target, TargetStats
 from service.backends.protocol import DONE, Answer, Backend, Json, RawRequest, error_event
+from service.cache import (
+    CachePolicy, Entry, ResponseCache, StreamRecorder, cache_key, deterministic, replayed_body, replayed_events,
+)
 from service.metrics import Metrics
 from service.moderation import moderate_with_chat
 
@@ -35,6 +38,7 @@ class Served:
     answer: Answer
     target: Target
     route: str
+    cache: str | None = None  # hit, miss or bypass; None when the response cache is off
 
 
 class Gateway:
@@ -42,9 +46,12 @@ class Gateway:
 
     def __init__(
         self, router: Router, backends: Mapping[str, Backend], circuits: CircuitBoard,
-        metrics: Metrics, output_default: int | None = None,
+        metrics: Metrics, output_default: int | None = None, cache: ResponseCache | None = None,
+        revisions: Mapping[str, str] | None = None,
     ) -> None:
         self.router = router
+        self.cache = cache
+        self.revisions = dict(revisions or {})  # target id -> what changes when its weights do
         self.output_default = output_default  # max_tokens of a local chat that sets none
         self.backends = dict(backends)
         self.circuits = circuits
@@ -52,22 +59,29 @@ class Gateway:
         self.healthy: dict[str, bool] = {target_id: True for target_id in self.backends}
         self.in_flight: dict[str, int] = {target_id: 0 for target_id in self.backends}
 
-    async def chat(self, body: Json, request: Any, size_hint: str | None = None) -> Served:
-        """Route a chat completion (``body`` as sent, ``request`` validated)."""
-        return await self._generate(Endpoint.CHAT, body, request, size_hint)
+    async def chat(
+        self, body: Json, request: Any, size_hint: str | None = None, policy: CachePolicy | None = None,
+    ) -> Served:
+        """Route a chat completion (``body`` as sent, ``request`` validated); ``policy`` lets the
+        response cache answer it and keep its answer (None: the cache is not used)."""
+        return await self._generate(Endpoint.CHAT, body, request, size_hint, policy)
 
-    async def completions(self, body: Json, request: Any, size_hint: str | None = None) -> Served:
+    async def completions(
+        self, body: Json, request: Any, size_hint: str | None = None, policy: CachePolicy | None = None,
+    ) -> Served:
         """Route a text completion."""
-        return await self._generate(Endpoint.COMPLETIONS, body, request, size_hint)
+        return await self._generate(Endpoint.COMPLETIONS, body, request, size_hint, policy)
 
-    async def embeddings(self, body: Json, request: Any, size_hint: str | None = None) -> Served:
+    async def embeddings(
+        self, body: Json, request: Any, size_hint: str | None = None, policy: CachePolicy | None = None,
+    ) -> Served:
         """Route an embeddings request."""
         needs = derive_needs(Endpoint.EMBEDDINGS, body, size_hint=size_hint)
 
         async def attempt(target: Target) -> Answer:
             return Answer(body=await self.backends[target.id].embeddings(_retarget(request, target, body)))
 
-        return await self._route(Endpoint.EMBEDDINGS, needs, attempt)
+        return await self._route(Endpoint.EMBEDDINGS, needs, attempt, body, policy)
 
     async def moderations(self, body: Json, size_hint: str | None = None) -> Served:
         """Route a moderation request: a cloud moderation endpoint or a local chat model."""
@@ -111,7 +125,7 @@ class Gateway:
         self.metrics.circuits(self.circuits.states())
 
     async def _generate(
-        self, endpoint: Endpoint, body: Json, request: Any, size_hint: str | None
+        self, endpoint: Endpoint, body: Json, request: Any, size_hint: str | None, policy: CachePolicy | None,
     ) -> Served:
         needs = derive_needs(endpoint, body, size_hint=size_hint)
         call = self._chat_call if endpoint is Endpoint.CHAT else self._completions_call
@@ -119,7 +133,7 @@ class Gateway:
         async def attempt(target: Target) -> Answer:
             return await call(target, self._with_output_default(_retarget(request, target, body), target))
 
-        return await self._route(endpoint, needs, attempt)
+        return await self._route(endpoint, needs, attempt, body, policy)
 
     def _with_output_default(self, request: Any, target: Target) -> Any:
         """A local chat request without max_tokens gets the operator's default (never more than
@@ -137,12 +151,20 @@ class Gateway:
         return self.backends[target.id].completions(request)
 
     async def _route(
-        self, endpoint: Endpoint, needs: RequestNeeds, attempt: Callable[[Target], Awaitable[Answer]]
+        self, endpoint: Endpoint, needs: RequestNeeds, attempt: Callable[[Target], Awaitable[Answer]],
+        body: Json | None = None, policy: CachePolicy | None = None,
     ) -> Served:
         started = time.perf_counter()
+        cached: str | None = None
         try:  # a plan that finds no target (503, or a 4xx) is counted like a failed walk
             plan = self.router.plan(needs, self.stats())
             self.metrics.decision(time.perf_counter() - started)
+            if self.cache is not None and policy is not None and body is not None:
+                cached = "miss" if deterministic(endpoint, body) and policy.read else "bypass"
+                entry = self.cache.get(self._key(endpoint, plan.primary.id, body)) if cached == "miss" else None
+                if entry is not None:
+                    return self._hit(endpoint, entry, started)
+                self.metrics.cache(endpoint, plan.primary.id, cached)
             routed = await walk(plan, self._counted(attempt), self.circuits)
         except ModelNotFoundError:
             raise  # not counted: its model label would be whatever the client sent
@@ -151,7 +173,43 @@ class Gateway:
             raise
         finally:
             self.metrics.circuits(self.circuits.states())
-        return self._served(endpoint, plan, routed, started)
+        served = self._served(endpoint, plan, routed, started)
+        served.cache = cached
+        if cached is not None and policy is not None and policy.write and deterministic(endpoint, body or {}):
+            self._fill(self._key(endpoint, served.target.id, body or {}), served)
+        return served
+
+    def _key(self, endpoint: Endpoint, target_id: str, body: Json) -> str:
+        return cache_key(endpoint, target_id, self.revisions.get(target_id, ""), body)
+
+    def _hit(self, endpoint: Endpoint, entry: Entry, started: float) -> Served:
+        target = self.router.target(entry.target_id)
+        self.metrics.cache(endpoint, target.id, "hit")
+        self.metrics.cached(endpoint, target.id, time.perf_counter() - started)
+        if entry.body is not None:
+            return Served(Answer(body=replayed_body(entry)), target, f"{target.id}=cached", "hit")
+        return Served(Answer(chunks=replayed_events(entry)), target, f"{target.id}=cached", "hit")
+
+    def _fill(self, key: str, served: Served) -> None:
+        """Keep ``served``'s answer: a body now, a stream once it has ended well."""
+        cache = self.cache
+        assert cache is not None
+        answer = served.answer
+        if answer.chunks is None:
+            if answer.body is not None and "error" not in answer.body:
+                cache.put(key, Entry(served.target.id, body=answer.body))
+                self.metrics.cache_size(cache.bytes, len(cache))
+            return
+        answer.chunks = self._recorded(answer.chunks, StreamRecorder(served.target.id, cache.max_entry_bytes), key)
+
+    async def _recorded(self, chunks: AsyncIterator[str], recorder: StreamRecorder, key: str) -> AsyncIterator[str]:
+        async for chunk in chunks:
+            recorder.add(chunk)
+            yield chunk
+        entry = recorder.entry()
+        if entry is not None and self.cache is not None:
+            self.cache.put(key, entry)
+            self.metrics.cache_size(self.cache.bytes, len(self.cache))
 
     def _counted(self, attempt: Callable[[Target], Awaitable[T]]) -> Callable[[Target], Awaitable[T]]:
         async def counted(target: Target) -> T:

@@ -16,6 +16,7 @@ from service.config import ModelSettings, TurnoutConfig, load_config
 from service.deployment import TurnoutIngress
 from service.edge import TurnoutEdge
 from service.replica import TurnoutLLMServer
+from service.routing import router_config
 
 _FROM_RECORD = ("model", "served_model_name")
 
@@ -30,6 +31,8 @@ def llm_config(model: ModelSettings, record: ModelRecord, platform: Platform) ->
         deployment["autoscaling_config"] = model.autoscaling.model_dump()
     else:
         deployment["num_replicas"] = model.replicas
+    if model.routing == "prefix_affinity":
+        deployment["request_router_config"] = router_config(model.affinity)
     return LLMConfig(
         model_loading_config={"model_id": record.id, "model_source": str(record.path)},
         engine_kwargs=engine_kwargs,
@@ -95,7 +98,7 @@ def build_graph(config: TurnoutConfig, platform: Platform | None = None) -> Appl
         ingress = TurnoutIngress.options(max_ongoing_requests=entry_limit, ray_actor_options={"num_cpus": 0})
         return ingress.bind(config, records, handles)
     settings, record = next((m, r) for m, r in zip(config.models, records) if r.id == edge)
-    return build_llm_deployment(
+    app = build_llm_deployment(
         llm_config(settings, record, platform),
         name_prefix="model:",
         deployment_cls=TurnoutEdge,
@@ -105,6 +108,21 @@ def build_graph(config: TurnoutConfig, platform: Platform | None = None) -> Appl
         },
         override_serve_options={"max_ongoing_requests": entry_limit},
     )
+    if settings.routing == "prefix_affinity":
+        return app._with_ingress_request_router(_ingress_router(app))
+    return app
+
+
+def _ingress_router(edge: Application) -> Application:
+    """The deployment HAProxy asks which edge replica gets a request: Ray Serve LLM's own
+    ``LLMRouter``, which applies the edge deployment's ``request_router_config``. HAProxy sends
+    it the request body (``RAY_SERVE_INGRESS_REQUEST_ROUTER_FORWARD_BODY=1``, set by ``turnout
+    serve`` and the chart), where the prompt is."""
+    from ray import serve
+    from ray.llm._internal.serve.core.ingress.router import LLMRouter
+
+    router = serve.deployment(LLMRouter, max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0})
+    return router.bind(server=edge, llm_config=None, base_model_id=None)
 
 
 def edge_model(config: TurnoutConfig, records: list[ModelRecord]) -> str | None:

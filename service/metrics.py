@@ -4,7 +4,9 @@
 ``turnout_fallbacks_total`` by target and reason; ``turnout_router_decision_seconds``;
 ``turnout_time_to_first_token_seconds`` and ``turnout_request_latency_seconds`` as the client sees
 them; ``turnout_tokens_total`` by model and direction; ``turnout_circuit_state`` (0 closed,
-1 half-open, 2 open) by target; ``turnout_model_available`` (1 or 0) by local model reached by handle.
+1 half-open, 2 open) by target; ``turnout_model_available`` (1 or 0) by local model reached by handle;
+``turnout_response_cache_requests_total`` by endpoint, model and result (hit, miss, bypass),
+``turnout_response_cache_bytes`` and ``turnout_response_cache_entries`` (per entry replica).
 """
 
 from __future__ import annotations
@@ -56,6 +58,17 @@ class Metrics:
         self._circuit = gauge(
             "turnout_circuit_state", description="0 closed, 1 half-open, 2 open.", tag_keys=("target",),
         )
+        self._cache = counter(
+            "turnout_response_cache_requests_total",
+            description="Requests the response cache answered (hit), could not (miss) or was not asked (bypass).",
+            tag_keys=("endpoint", "model", "result"),
+        )
+        self._cache_bytes = gauge(
+            "turnout_response_cache_bytes", description="Bytes of answers in this entry's cache.", tag_keys=(),
+        )
+        self._cache_entries = gauge(
+            "turnout_response_cache_entries", description="Answers in this entry's cache.", tag_keys=(),
+        )
 
     def decision(self, seconds: float) -> None:
         self._decision.observe(seconds, tags={})
@@ -86,6 +99,19 @@ class Metrics:
     def failed(self, endpoint: Endpoint, model: str, error: BaseException) -> None:
         status = str(error.status_code) if isinstance(error, TurnoutError) else "500"
         self._requests.inc(1, tags={"endpoint": endpoint.value, "model": model, "route": "none", "status": status})
+
+    def cache(self, endpoint: Endpoint, model: str, result: str) -> None:
+        self._cache.inc(1, tags={"endpoint": endpoint.value, "model": model, "result": result})
+
+    def cache_size(self, size: int, entries: int) -> None:
+        self._cache_bytes.set(size, tags={})
+        self._cache_entries.set(entries, tags={})
+
+    def cached(self, endpoint: Endpoint, model: str, seconds: float) -> None:
+        """An answer from the response cache (no tokens were generated for it)."""
+        self.first_token(model, seconds)
+        self._requests.inc(1, tags={"endpoint": endpoint.value, "model": model, "route": "cached", "status": "ok"})
+        self._latency.observe(seconds, tags={"endpoint": endpoint.value, "model": model})
 
     def available(self, model: str, available: bool) -> None:
         self._available.set(1 if available else 0, tags={"model": model})

@@ -25,6 +25,13 @@ _KEYWORDS = {"and", "or", "unless", "bool", "inf", "nan"}
 _LABEL_VALUES = re.compile(r"label_values\(\s*([a-zA-Z_:][\w:]*)\s*,")
 _SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)[\s{]")
 _SUFFIXES = ("_bucket", "_count", "_sum", "_total")
+# Exported only by a graph with the response cache on and a model with routing: prefix_affinity
+# (tests/e2e/test_caching.py); the session's demo graph has neither.
+CACHING_METRICS = frozenset({
+    "ray_turnout_response_cache_requests_total", "ray_turnout_response_cache_bytes",
+    "ray_turnout_response_cache_entries", "ray_turnout_affinity_decisions_total",
+    "ray_turnout_affinity_imbalance",
+})
 
 
 def promql_metrics(expr: str) -> set[str]:

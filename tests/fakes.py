@@ -21,6 +21,7 @@ from router.circuit import CircuitBoard
 from router.planner import Router
 from router.settings import CloudModelSettings, RouterSettings
 from service.backends.protocol import DONE, Answer, Backend, Json, RawRequest, sse
+from service.cache import ResponseCache
 from service.gateway import Gateway
 from service.metrics import Metrics
 from service.moderation import CATEGORIES
@@ -311,6 +312,7 @@ def build_gateway(
     records: list[ModelRecord] | None = None,
     backends: Mapping[str, Backend] | None = None,
     output_default: int | None = None,
+    cache: ResponseCache | None = None,
 ) -> Stack:
     """The gateway over ``records`` plus the cloud models in ``settings``; a FakeBackend each
     unless ``backends`` names one."""
@@ -318,7 +320,10 @@ def build_gateway(
     router = Router.build(records if records is not None else demo_records(), settings)
     chosen: dict[str, Any] = {t.id: FakeBackend(t.id) for t in router.targets} | dict(backends or {})
     recorder, clock = MetricRecorder(), FakeClock()
-    gateway = Gateway(router, chosen, CircuitBoard(settings.circuit, clock=clock), recorder.metrics(), output_default)
+    gateway = Gateway(
+        router, chosen, CircuitBoard(settings.circuit, clock=clock), recorder.metrics(), output_default, cache=cache,
+        revisions={t.id: "r1" for t in router.targets},
+    )
     return Stack(gateway, chosen, recorder, clock)
 
 

@@ -44,7 +44,7 @@ class Deployment:
 
 
 def e2e_config(cloud_port: int, port: int, metrics_port: int, dashboard_port: int) -> dict:
-    """Demo models, a cloud fallback, a fast circuit breaker and quick health probes."""
+    """Demo models, a cloud fallback, a fast circuit breaker, quick health probes, no response cache."""
     return {
         "models": [
             {"id": SMOLLM2_ID, "engine": {"cpu_threads_bind": "0"}},
@@ -73,6 +73,9 @@ def e2e_config(cloud_port: int, port: int, metrics_port: int, dashboard_port: in
             "circuit": {"failure_threshold": 2, "cooldown_s": 5},
         },
         "server": {"port": port, "metrics_export_port": metrics_port, "dashboard_port": dashboard_port},
+        # these tests repeat greedy requests to watch the engines, fallback and circuits work on
+        # each; the response cache has its own graph (tests/e2e/test_caching.py)
+        "response_cache": {"enabled": False},
         "limits": {
             "first_token_timeout_s": 20, "health_check_period_s": 2, "max_body_bytes": 65536,
             "max_ongoing_requests": MAX_ONGOING, "default_max_tokens": DEFAULT_MAX_TOKENS,

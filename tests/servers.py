@@ -8,11 +8,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 # Every Ray a test starts stays on 127.0.0.1 (see service.cli.serve.local_ray_options).
@@ -88,3 +90,28 @@ def vllm_server_command(checkpoint: Path, name: str, port: int, api_key: str) ->
         "--kv-cache-memory-bytes", str(256 * 1024 * 1024),
         "--api-key", api_key,
     ]
+
+
+@contextmanager
+def turnout_beside(config: dict, work: Path, store_root: Path, timeout_s: float = 600) -> Iterator[tuple[Server, str]]:
+    """``turnout serve`` with ``config`` (its ``server`` ports are filled in), beside the
+    session's demo graph: HAProxy's own stats and metrics ports must differ from that graph's.
+    Yields the server and its base URL once it is ready; Ctrl-C stops it, which must succeed."""
+    port = free_port()
+    config = {**config, "server": {"port": port, "metrics_export_port": free_port(), "dashboard_port": free_port(),
+                                   **config.get("server", {})}}
+    (work / "turnout.yaml").write_text(yaml.safe_dump(config))
+    server = start(
+        [str(REPO / ".venv" / "bin" / "turnout"), "serve", "--config", str(work / "turnout.yaml")],
+        work / "turnout.log",
+        env={"TURNOUT_HOME": str(store_root), "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+             "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port())},
+    )
+    base = f"http://127.0.0.1:{config['server']['port']}"
+    try:
+        wait_until(server, lambda: "Turnout is serving" in server.log.read_text(errors="replace")
+                   and answers(f"{base}/ready"), timeout_s)
+        yield server, base
+    finally:
+        code = server.stop(signal.SIGINT)
+    assert code == 0, server.tail()

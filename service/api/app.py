@@ -7,7 +7,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from service.api.errors import install_error_handlers
 from service.api.guards import Guards
-from service.api.routes import router
+from service.api.routes import TURNOUT_HEADERS, router
 from service.config import TurnoutConfig
 from service.gateway import Gateway
 
@@ -22,6 +22,7 @@ def create_app(gateway: Gateway, config: TurnoutConfig) -> FastAPI:
     app.add_middleware(Guards, keys=config.auth.keys(), max_ongoing=config.limits.max_ongoing_requests)
     if config.server.cors_origins:
         app.add_middleware(
-            CORSMiddleware, allow_origins=config.server.cors_origins, allow_methods=["*"], allow_headers=["*"]
+            CORSMiddleware, allow_origins=config.server.cors_origins, allow_methods=["*"], allow_headers=["*"],
+            expose_headers=list(TURNOUT_HEADERS),  # a browser client may read the route and cache result
         )
     return app

@@ -21,10 +21,12 @@ from router.protocol import ROUTE_HEADER
 from service.api import openapi
 from service.api.openapi import request_body
 from service.api.parsing import read_json, validated
+from service.cache import CACHE_HEADER, CachePolicy
 from service.gateway import Gateway, Served
 
 router = APIRouter()
 MODEL_HEADER = "X-Turnout-Model"
+TURNOUT_HEADERS = (ROUTE_HEADER, MODEL_HEADER, CACHE_HEADER)
 _STARTED = int(time.time())
 
 
@@ -32,8 +34,14 @@ def _gateway(request: Request) -> Gateway:
     return request.app.state.gateway
 
 
+def _policy(request: Request) -> CachePolicy:
+    return CachePolicy.from_header(request.headers.get("cache-control"))
+
+
 def _respond(served: Served) -> Response:
     headers = {ROUTE_HEADER: served.route, MODEL_HEADER: served.target.id}
+    if served.cache is not None:
+        headers[CACHE_HEADER] = served.cache
     if served.answer.chunks is not None:
         return StreamingResponse(served.answer.chunks, media_type="text/event-stream", headers=headers)
     return JSONResponse(served.answer.body, headers=headers)
@@ -43,21 +51,23 @@ def _respond(served: Served) -> Response:
 async def chat(request: Request) -> Response:
     body = await read_json(request, request.app.state.limits)
     parsed = validated(ChatCompletionRequest, body, request.app.state.limits)
-    return _respond(await _gateway(request).chat(body, parsed, request.headers.get(SIZE_HEADER)))
+    return _respond(await _gateway(request).chat(body, parsed, request.headers.get(SIZE_HEADER), _policy(request)))
 
 
 @router.post("/v1/completions", openapi_extra=request_body(openapi.COMPLETIONS))
 async def completions(request: Request) -> Response:
     body = await read_json(request, request.app.state.limits)
     parsed = validated(CompletionRequest, body, request.app.state.limits)
-    return _respond(await _gateway(request).completions(body, parsed, request.headers.get(SIZE_HEADER)))
+    gateway = _gateway(request)
+    return _respond(await gateway.completions(body, parsed, request.headers.get(SIZE_HEADER), _policy(request)))
 
 
 @router.post("/v1/embeddings", openapi_extra=request_body(openapi.EMBEDDINGS))
 async def embeddings(request: Request) -> Response:
     body = await read_json(request, request.app.state.limits)
     parsed = validated(EmbeddingCompletionRequest, body, request.app.state.limits)
-    return _respond(await _gateway(request).embeddings(body, parsed, request.headers.get(SIZE_HEADER)))
+    gateway = _gateway(request)
+    return _respond(await gateway.embeddings(body, parsed, request.headers.get(SIZE_HEADER), _policy(request)))
 
 
 @router.post("/v1/moderations", openapi_extra=request_body(openapi.MODERATIONS))

@@ -24,6 +24,8 @@ FAST_SERVE_ENV = {
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response",
+    # the edge model's ingress request router (routing: prefix_affinity) reads the prompt
+    "RAY_SERVE_INGRESS_REQUEST_ROUTER_FORWARD_BODY": "1",
 }
 CONFIG_OPT = typer.Option(None, "--config", "-c", help="Turnout YAML (default: the demo graph).")
 

@@ -51,12 +51,17 @@ def test_the_dashboard_has_the_panels_the_issue_asks_for():
         "ray_vllm_num_requests_waiting",                   # queue depth
         "ray_turnout_circuit_state",                       # circuit states
         "ray_serve_num_http_requests_total",
+        "ray_turnout_response_cache_requests_total",       # response cache hits and misses
+        "ray_turnout_response_cache_bytes",                # its size
+        "ray_turnout_affinity_decisions_total",            # prefix affinity hits
+        "ray_turnout_affinity_imbalance",                  # and the imbalance it allows
+        "ray_vllm_prefix_cache_hits_total",
     ):
         assert wanted in names
 
 
 def test_every_dashboard_metric_is_registered_by_turnout_vllm_or_serve():
-    exported = _turnout_names() | _vllm_names() | _serve_names()
+    exported = _turnout_names() | _routing_names() | _vllm_names() | _serve_names()
     unknown = sorted(n for n in dashboard_metrics() if n not in exported)
     assert not unknown, f"no such metric: {unknown}"
 
@@ -78,6 +83,14 @@ def _turnout_names() -> set[str]:
 
     Metrics(counter=recorder("counter"), histogram=recorder("histogram"), gauge=recorder("gauge"))
     return {n for name, kind in created for n in _exported(f"ray_{name}", kind)}
+
+
+def _routing_names() -> set[str]:
+    """The prefix-affinity router's own metrics (service/routing.py)."""
+    text = (Path(__file__).resolve().parents[2] / "service" / "routing.py").read_text()
+    found = re.findall(r'ray_metrics\.(Counter|Gauge|Histogram)\(\s*"(turnout_\w+)"', text)
+    assert found
+    return {n for kind, name in found for n in _exported(f"ray_{name}", kind)}
 
 
 def _source(package: str) -> Path:

@@ -9,16 +9,14 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import psutil
 import pytest
-import yaml
 
 from engine.demo import SMOLLM2_ID
 from engine.store import LocalModelManager
-from tests.servers import REPO, Server, answers, free_port, start, wait_until
+from tests.servers import Server, turnout_beside
 
 pytestmark = pytest.mark.e2e
 HELLO = [{"role": "user", "content": "Hello"}]
@@ -26,29 +24,12 @@ HELLO = [{"role": "user", "content": "Hello"}]
 
 @pytest.fixture(scope="module")
 def two_replicas(tmp_path_factory: pytest.TempPathFactory, demo_store: LocalModelManager) -> Iterator[tuple[Server, str]]:
-    work: Path = tmp_path_factory.mktemp("replicas")
-    port = free_port()
     config = {
         "models": [{"id": SMOLLM2_ID, "replicas": 2, "engine": {"cpu_threads_bind": "nobind"}}],
-        "server": {"port": port, "metrics_export_port": free_port(), "dashboard_port": free_port()},
         "limits": {"health_check_period_s": 2, "first_token_timeout_s": 30},
     }
-    (work / "turnout.yaml").write_text(yaml.safe_dump(config))
-    server = start(
-        [str(REPO / ".venv" / "bin" / "turnout"), "serve", "--config", str(work / "turnout.yaml")],
-        work / "turnout.log",
-        # beside the session's graph: HAProxy's own stats and metrics ports must differ from its
-        env={"TURNOUT_HOME": str(demo_store.root), "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
-             "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port())},
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(server, lambda: "Turnout is serving" in server.log.read_text(errors="replace")
-                   and answers(f"{base}/ready"), 600)
-        yield server, base
-    finally:
-        code = server.stop(signal.SIGINT)
-    assert code == 0, server.tail()
+    with turnout_beside(config, tmp_path_factory.mktemp("replicas"), demo_store.root) as running:
+        yield running
 
 
 def _edge_replicas(server: Server) -> list[psutil.Process]:

@@ -112,3 +112,6 @@ def test_cors_answers_configured_origins_only():
     assert preflight.headers["access-control-allow-origin"] == ORIGIN
     other = client.options("/v1/chat/completions", headers={"Origin": "https://evil.example", **asked})
     assert "access-control-allow-origin" not in other.headers
+    answer = client.get("/health", headers={"Origin": ORIGIN})
+    exposed = {h.strip().lower() for h in answer.headers["access-control-expose-headers"].split(",")}
+    assert {"x-turnout-route", "x-turnout-model", "x-turnout-cache"} <= exposed

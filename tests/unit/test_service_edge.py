@@ -197,3 +197,27 @@ async def test_a_slow_first_answer_times_out_for_fallback_not_as_a_client_error(
     with pytest.raises(TargetTimeoutError):
         await backend.chat(object())
     assert backend.in_flight == 0
+
+
+def test_prefix_affinity_on_the_edge_adds_the_ingress_request_router(monkeypatch, tmp_path: Path) -> None:
+    models = [
+        ModelSettings(id=EMBEDDER), ModelSettings(id=OTHER, routing="prefix_affinity"),
+        ModelSettings(id=CHAT_MODEL, routing="prefix_affinity", affinity={"max_imbalance": 2}),
+    ]
+    config = TurnoutConfig(models=models, server=ServerSettings(edge_model=CHAT_MODEL))
+    app = _graph(monkeypatch, tmp_path, config)
+    entry = app._bound_deployment
+    chosen = {"request_router_class": "service.routing:PrefixAffinityRouter"}
+    assert entry._deployment_config.request_router_config.request_router_class.endswith("PrefixAffinityRouter")
+    assert entry._deployment_config.request_router_config.request_router_kwargs["max_imbalance"] == 2
+    router = app._ingress_request_router
+    assert router is not None and router._bound_deployment.func_or_class.__name__ == "LLMRouter"
+    assert router._bound_deployment.init_kwargs["server"] is app
+    other = entry.init_kwargs["handles"][OTHER]._bound_deployment
+    assert other._deployment_config.request_router_config.request_router_class == chosen["request_router_class"]
+    embedder = entry.init_kwargs["handles"][EMBEDDER]._bound_deployment
+    assert "PowerOfTwo" in str(embedder._deployment_config.request_router_config.request_router_class)
+
+
+def test_default_routing_keeps_haproxy_alone_in_front_of_the_edge(monkeypatch, tmp_path: Path) -> None:
+    assert _graph(monkeypatch, tmp_path, _config(edge_model=CHAT_MODEL))._ingress_request_router is None

@@ -53,6 +53,10 @@ class GenerationSettings:
     # An invalid answer asked for again at the same low temperature comes back the same (small
     # models under a grammar tend to loop); the later attempts sample at least this warm.
     retry_temperature: float = 0.7
+    # Sampling seed of every request (the n-th validation attempt uses seed + n - 1): the same
+    # prompt gets the same answer, which also lets Turnout's response cache answer a repeated
+    # request. None samples freshly each time (and such requests are never cached).
+    seed: int | None = 0
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,8 @@ def chat_request(binding: Binding, settings: GenerationSettings, prompt: str, hi
     temperature = hints.get("temperature", settings.default_temperature)
     if temperature is not None:
         request["temperature"] = temperature
+    if settings.seed is not None:
+        request["seed"] = settings.seed
     return request
 
 
@@ -119,7 +125,7 @@ class TurnoutSchematicGenerator(BaseSchematicGenerator[T]):
         request = self._request(prompt_text(prompt), hints)
         problem = ""
         for attempt in range(1, self.settings.validation_attempts + 1):
-            reply = await self.client.post(CHAT_PATH, self._warmer(request) if attempt > 1 else request)
+            reply = await self.client.post(CHAT_PATH, self._warmer(request, attempt) if attempt > 1 else request)
             content, problem = self._validated(reply.body)
             if content is not None:
                 return await self._result(content, reply)
@@ -131,8 +137,11 @@ class TurnoutSchematicGenerator(BaseSchematicGenerator[T]):
         return {**chat_request(self.binding, self.settings, prompt, hints),
                 "response_format": {"type": "json_schema", "json_schema": schema}}
 
-    def _warmer(self, request: Json) -> Json:
-        return {**request, "temperature": max(request.get("temperature") or 0.0, self.settings.retry_temperature)}
+    def _warmer(self, request: Json, attempt: int) -> Json:
+        warmer = {**request, "temperature": max(request.get("temperature") or 0.0, self.settings.retry_temperature)}
+        if "seed" in request:
+            warmer["seed"] = request["seed"] + attempt - 1  # another draw, not the same answer again
+        return warmer
 
     def _validated(self, body: Json) -> tuple[T | None, str]:
         choice = (body.get("choices") or [{}])[0]

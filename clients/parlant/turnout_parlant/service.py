@@ -189,7 +189,7 @@ class TurnoutNLPService(NLPService):
     def _embedding_card(self, catalog: Catalog) -> ModelCard:
         card = catalog.get(self.embedding_model) if self.embedding_model else catalog.first("embeddings")
         if card is None:
-            wanted = self.embedding_model or "a healthy embedding model"
+            wanted = repr(self.embedding_model) if self.embedding_model else "healthy embedding model"
             raise TurnoutError(f"{self.client.root} has no {wanted}; it serves {catalog.ids}")
         return card
 

@@ -133,6 +133,9 @@ applications:
 {{- /* A request whose entry replica closed without answering (its pod lost) goes to another. */}}
 - name: RAY_SERVE_HAPROXY_RETRY_ON
   value: "conn-failure empty-response"
+{{- /* HAProxy shows the ingress request router (routing: prefix_affinity) the request's body. */}}
+- name: RAY_SERVE_INGRESS_REQUEST_ROUTER_FORWARD_BODY
+  value: "1"
 {{- end }}
 {{- if and .Values.rayAuth.enabled (eq .Values.rayAuth.via "env") }}
 {{- /* What KubeRay's authOptions sets, for an operator without it: every Ray process reads them. */}}
