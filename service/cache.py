@@ -176,8 +176,8 @@ def _count_cached(usage: Any) -> None:
 
 
 def _fresh_id(old: str) -> str:
-    prefix = old.rsplit("-", 1)[0] if "-" in old else old
-    return f"{prefix}-{uuid.uuid4().hex}"
+    """``chatcmpl-<new uuid>`` for ``chatcmpl-<old uuid>``: the kind prefix kept, the rest new."""
+    return f"{old.split('-', 1)[0]}-{uuid.uuid4()}"
 
 
 class StreamRecorder:
