@@ -105,9 +105,9 @@ class PrefixAffinityRouter(LocalityMixin, MultiplexMixin, RequestRouter):
             reported = cache.get(replica.replica_id)
             since = _reported_at(cache, replica.replica_id)
             sent = self._sent.get(rid)
-            while sent and now - sent[0] > 60:
+            while sent and (sent[0] <= since or now - sent[0] > 60):  # counted in the report, or stale
                 sent.popleft()
-            loads[rid] = (reported or 0) + sum(1 for t in (sent or ()) if t > since)
+            loads[rid] = (reported or 0) + len(sent or ())
         return loads
 
     async def _probe(self, replicas: list[RunningReplica]) -> None:
