@@ -17,13 +17,21 @@ APP_NAME = "turnout"
 # Ray Serve's high-throughput settings: HAProxy instead of the Python HTTP proxy (connections go
 # straight to the entry replicas), gRPC between deployments, the app on the replica's own loop.
 # HAProxy also sends a request again to another entry replica when the one it went to closed the
-# connection without a byte of answer (its node was lost): Ray's default retries only failed
-# connects and answers such requests 500. Nothing had been answered, so nothing is sent twice to
-# the client; the lost replica's work on it is lost with it.
+# connection without a byte of answer (the replica or its node was lost): Ray's default retries
+# only failed connects and answers such requests 500. Nothing had been answered, so nothing is sent
+# twice to the client; the lost replica's work on it is lost with it.
+# HAProxy can only send a request again if it holds all of it, so it must read the body before it
+# connects (`option http-buffer-request`): without it, a client that writes headers and body apart
+# (httpx, the openai client) was answered 500. Ray's template has no setting for the option; the
+# retry policy's value ends its line in the `defaults` section, so the option follows it as a line
+# of its own (tests/unit/test_serve_env.py renders Ray's template to check it lands there).
+# A body larger than HAProxy's buffer (16 KiB; 8 MiB with an ingress request router) is still
+# passed on before it is all read, and such a request is not sent again.
+HAPROXY_RETRY_ON = "conn-failure empty-response\n    option http-buffer-request"
 FAST_SERVE_ENV = {
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-    "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response",
+    "RAY_SERVE_HAPROXY_RETRY_ON": HAPROXY_RETRY_ON,
     # the edge model's ingress request router (routing: prefix_affinity) reads the prompt
     "RAY_SERVE_INGRESS_REQUEST_ROUTER_FORWARD_BODY": "1",
 }

@@ -130,9 +130,10 @@ applications:
   value: "1"
 - name: RAY_SERVE_THROUGHPUT_OPTIMIZED
   value: "1"
-{{- /* A request whose entry replica closed without answering (its pod lost) goes to another. */}}
+{{- /* A request whose entry replica closed without answering (its pod lost) goes to another;
+     HAProxy reads the whole request first so that it can send it again (service/cli/serve.py). */}}
 - name: RAY_SERVE_HAPROXY_RETRY_ON
-  value: "conn-failure empty-response"
+  value: "conn-failure empty-response\n    option http-buffer-request"
 {{- /* HAProxy shows the ingress request router (routing: prefix_affinity) the request's body. */}}
 - name: RAY_SERVE_INGRESS_REQUEST_ROUTER_FORWARD_BODY
   value: "1"
