@@ -80,6 +80,7 @@ def targets(figures: Figures) -> list[Target]:
     def routed(key: str, kv: str, other: str = "default") -> float | None:
         return _ratio(affinity.get(("prefix_affinity", kv), {}).get(key), affinity.get((other, kv), {}).get(key))
 
+    adapters = {f["case"]: f["output_tokens_per_s"] for f in suite(figures, "adapters_serving")}
     capacity: dict[str, float] = {}  # each system's best point
     for f in suite(figures, "capacity"):
         capacity[f["system"]] = max(capacity.get(f["system"], 0.0), f["output_tokens_per_s"])
@@ -110,6 +111,8 @@ def targets(figures: Figures) -> list[Target]:
         Target("Prefix affinity / Ray Serve LLM high-throughput + PrefixCacheAffinityRouter, output tokens/s",
                routed("output_tokens_per_s", "kv512MiB", "rayllm_ht_prefix"), 1.0, True),
         Target("Response cache hit on loopback, p50", hit, 5, False, "ms"),
+        Target("Base + two LoRA adapters / base alone (no LoRA), output tokens/s at c=32",
+               _ratio(adapters.get("mixed"), adapters.get("base_lora_off")), 0.8, True),
     ]
 
 
@@ -210,6 +213,18 @@ def _caching(figures: Figures) -> list[str]:
         [[f["cache"], f"{f['ready_s']:.0f}", f"{f['reply_s']:.0f}", f"{f['hits']:.0f}", f"{f['misses']:.0f}",
           f"{f['bypassed']:.0f}", "n/a" if f.get("hit_ratio") is None else f"{f['hit_ratio']:.0%}"]
          for f in suite(figures, "parlant")],
+    )
+    out += _table(
+        "LoRA adapters: one SmolLM2 replica, 32 clients, 32 tokens per request",
+        ["case", "requests", "out tok/s", "TTFT p50 ms", "TTFT p99 ms"],
+        [[f["case"], f["requests"], f"{f['output_tokens_per_s']:.1f}", _ms(f["ttft_p50_s"]), _ms(f["ttft_p99_s"])]
+         for f in suite(figures, "adapters_serving")],
+    )
+    out += _table(
+        "Fine-tuning a LoRA (SmolLM2, 2 CPU threads)",
+        ["steps", "s/step", "total s", "final loss"],
+        [[f["steps"], f"{f['seconds_per_step']:.2f}", f"{f['seconds']:.0f}", f"{f['final_loss']:.3f}"]
+         for f in suite(figures, "adapters_finetune")],
     )
     return out
 

@@ -33,6 +33,7 @@ CPU_EMBEDDING_KV_CACHE_BYTES = 64 * MiB
 CUDA_GPU_MEMORY_UTILIZATION = 0.90
 REASONING_PARSER = "deepseek_r1"
 CPU_MLA_LATENT_SIZE = 576  # the only MLA latent size vLLM's CPU backend supports (512 + 64)
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
 
 # Set from the model record or a typed setting; engine_args may not override them.
 _RESERVED_ARGS = {"model", "tokenizer", "served_model_name", "runner", "reasoning_parser"}
@@ -123,6 +124,14 @@ class EngineSettings(BaseModel):
         description="Split <think> reasoning from the answer (deepseek_r1 parser); default: "
         "whether the model has the reasoning capability.",
     )
+    max_loras: int = Field(
+        default=0, ge=0, le=64,
+        description="LoRA adapters of this model served in one batch (vLLM multi-LoRA); 0: the "
+        "model serves no adapters. Adapters registered later are loaded on first use.",
+    )
+    max_lora_rank: int = Field(
+        default=16, description="Largest adapter rank served (one of vLLM's: 1, 8, 16, 32, 64, 128, 256, 320, 512).",
+    )
     engine_args: dict[str, Any] = Field(
         default_factory=dict,
         description="Extra vLLM AsyncEngineArgs passed through (e.g. max_num_batched_tokens; "
@@ -166,6 +175,7 @@ def build_engine_args(
     elif settings.compact_json:
         kwargs["structured_outputs_config"] = dict(_COMPACT_JSON)
     kwargs.update(_optional_kwargs(settings, record))
+    kwargs.update(_lora_kwargs(settings, record, embedding=embedding))
     kwargs.update(_platform_kwargs(settings, platform, embedding=embedding))
     _check_deepseek(record, platform)
     parser = _reasoning_parser(record, settings, embedding=embedding)
@@ -196,6 +206,19 @@ def _optional_kwargs(settings: EngineSettings, record: ModelRecord) -> dict[str,
             param="max_model_len",
         )
     return settings.model_dump(include=_PASSED_WHEN_SET, exclude_none=True)
+
+
+def _lora_kwargs(settings: EngineSettings, record: ModelRecord, *, embedding: bool) -> dict[str, Any]:
+    if settings.max_lora_rank not in LORA_RANKS:
+        raise ConfigError(
+            f"max_lora_rank {settings.max_lora_rank} is not one of vLLM's: {', '.join(map(str, LORA_RANKS))}",
+            param="max_lora_rank",
+        )
+    if not settings.max_loras:
+        return {}
+    if embedding:
+        raise ConfigError(f"{record.id} is an embedding model; adapters are for generative models", param="max_loras")
+    return {"enable_lora": True, "max_loras": settings.max_loras, "max_lora_rank": settings.max_lora_rank}
 
 
 def _platform_kwargs(settings: EngineSettings, platform: Platform, *, embedding: bool) -> dict:

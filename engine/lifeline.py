@@ -22,9 +22,15 @@ log = logging.getLogger("turnout.lifeline")
 
 
 def register() -> None:
-    """vLLM general plugin: watch the parent of a vLLM child process."""
-    if multiprocessing.parent_process() is not None:
-        watch_parent(os.getppid())
+    """vLLM general plugin: watch the parent of a vLLM child process.
+
+    The parent is the process that started this one (multiprocessing knows it), not whatever
+    ``os.getppid()`` says now: a parent killed while this process was still starting (importing
+    torch under load takes seconds) has already been replaced by the reaper, and watching the
+    reaper would keep this process alive for good."""
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.pid is not None:
+        watch_parent(parent.pid)
 
 
 def watch_parent(parent: int, period_s: float = 1.0, on_orphaned: Callable[[], None] | None = None) -> threading.Thread:

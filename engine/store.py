@@ -6,6 +6,8 @@ Layout under the store root (``$TURNOUT_HOME``, default ``~/.cache/turnout``)::
     models/<family>/<name>/  checkpoints the store owns (imported GGUF/Ollama, copied, generated)
     staging/<pid>-<uuid>/    imports in progress; moved into models/ in one rename when complete
     ollama/                  an Ollama store that registry pulls are written into
+    adapters.json            the LoRA adapters (see engine.adapter_store)
+    adapters/<family>/<base>/<name>/  adapters the store owns (copied, fine-tuned)
 
 Downloads from the hub stay in the user's Hugging Face cache and custom directories stay where they
 are; both are registered in place (``owned=False``) and never deleted by the store.
@@ -23,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from engine import huggingface, ollama
+from engine.adapter_store import AdapterStore
 from engine.checkpoint import inspect_checkpoint
 from engine.errors import ClientError, InvalidCheckpointError, ModelExistsError, ModelNotFoundError
 from engine.gguf import convert_gguf, suggested_name
@@ -49,6 +52,7 @@ class LocalModelManager:
         self.root = Path(root) if root else default_root()
         self.log = logger or logging.getLogger("turnout.store")
         self.registry = Registry(self.root / "registry.json")
+        self.adapters = AdapterStore(self)
 
     @property
     def models_dir(self) -> Path:
@@ -196,8 +200,15 @@ class LocalModelManager:
             shutil.rmtree(staging, ignore_errors=True)
 
     async def remove_model(self, model_id: str) -> ModelRecord:
-        """Unregister ``model_id`` and delete its files if the store owns them."""
+        """Unregister ``model_id`` and delete its files if the store owns them.
+
+        A model with adapters is refused (ModelExistsError, 409): remove its adapters first."""
         parse_model_id(model_id)
+        adapters = [a.id for a in self.adapters.list(base=model_id)]
+        if adapters:
+            raise ModelExistsError(
+                f"model {model_id!r} has adapters ({', '.join(adapters)}); remove them first", param="model",
+            )
         with self.registry.transaction() as records:
             record = records.pop(model_id, None)
             if record is None:

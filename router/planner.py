@@ -4,13 +4,19 @@ Explicit model: the model, then its fallbacks (its own list, else the global ord
 targets last; the policy does not reorder them. Auto: every target with the needed capabilities
 (and size, when one is asked for) and enough context that is healthy with a circuit that is not
 open, ordered by the policy.
+
+A LoRA adapter (``<base id>:<name>``, looked up in ``adapters`` when it is asked for, so adapters
+registered after start are found) is a target served by its base model's backend, with its base's
+capabilities and context. Auto routing never picks one, and its fallbacks are only those listed
+for it in ``settings.fallbacks``: another model would not answer as the adapter does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 
+from engine.adapters import is_adapter_id, parse_adapter_id
 from engine.errors import ConfigError, ModelNotFoundError
 from engine.protocol import ModelRecord
 from router.errors import SizeUnavailableError
@@ -22,6 +28,7 @@ from router.targets import cloud_targets, local_target
 
 EXPLICIT = "explicit"
 _NO_STATS: Mapping[str, TargetStats] = MappingProxyType({})
+AdapterIndex = Callable[[], Mapping[str, str]]  # the registered adapters now: adapter id -> base id
 
 
 class Router:
@@ -36,7 +43,9 @@ class Router:
         targets: Iterable[Target],
         settings: RouterSettings | None = None,
         policy: RoutingPolicy | None = None,
+        adapters: AdapterIndex | None = None,
     ) -> None:
+        self._adapters = adapters
         self._settings = settings or RouterSettings()
         self._policy = policy or make_policy(self._settings.policy)
         self._by_id = _index(targets)
@@ -50,14 +59,16 @@ class Router:
         records: Iterable[ModelRecord],
         settings: RouterSettings | None = None,
         policy: RoutingPolicy | None = None,
+        adapters: AdapterIndex | None = None,
     ) -> Router:
-        """A router over local models from the store plus the cloud models in ``settings``."""
+        """A router over local models from the store plus the cloud models in ``settings``, and
+        the adapters of those local models that ``adapters`` lists."""
         settings = settings or RouterSettings()
         local = [
             local_target(r, thresholds=settings.sizes, size=settings.size_overrides.get(r.id))
             for r in records
         ]
-        return cls([*local, *cloud_targets(settings.cloud_models)], settings, policy)
+        return cls([*local, *cloud_targets(settings.cloud_models)], settings, policy, adapters)
 
     @property
     def targets(self) -> tuple[Target, ...]:
@@ -73,14 +84,30 @@ class Router:
         """Ids named in the fallback settings that no target has (worth a warning at start-up)."""
         named = [*self._settings.fallback_order, *self._settings.fallbacks]
         named += [i for ids in self._settings.fallbacks.values() for i in ids]
-        return sorted({i for i in named if i not in self._by_id})
+        # adapters may be registered after start; only their base must be here
+        return sorted({i for i in named if (i.rpartition(":")[0] if is_adapter_id(i) else i) not in self._by_id})
 
     def target(self, target_id: str) -> Target:
-        """The target with ``target_id``; raises ModelNotFoundError (404) if there is none."""
+        """The target with ``target_id`` (a model, or an adapter of a local one); raises
+        ModelNotFoundError (404) if there is none."""
         found = self._by_id.get(target_id)
+        if found is None and is_adapter_id(target_id):
+            found = self._adapter(target_id, (self._adapters or dict)().get(target_id))
         if found is None:
             raise ModelNotFoundError(f"the model {target_id!r} does not exist", param="model")
         return found
+
+    def adapter_targets(self) -> list[Target]:
+        """The registered adapters of this router's local models, by id."""
+        index = (self._adapters or dict)()
+        found = (self._adapter(i, base) for i, base in sorted(index.items()))
+        return [t for t in found if t is not None]
+
+    def _adapter(self, adapter_id: str, base_id: str | None) -> Target | None:
+        base = self._by_id.get(base_id or "")
+        if base is None or base.is_cloud:
+            return None
+        return base.model_copy(update={"id": adapter_id, "name": parse_adapter_id(adapter_id)[1], "base": base.id})
 
     def plan(self, needs: RequestNeeds, stats: Mapping[str, TargetStats] = _NO_STATS) -> RoutePlan:
         """The targets to try for ``needs``, best first, with the reasons others were skipped.
@@ -95,7 +122,8 @@ class Router:
     def fallback_chain(self, target_id: str) -> list[Target]:
         """``target_id`` and its fallbacks in the order they are tried (local before cloud)."""
         first = self.target(target_id)
-        configured = self._settings.fallbacks.get(target_id, self._settings.fallback_order)
+        default = () if first.base else self._settings.fallback_order
+        configured = self._settings.fallbacks.get(target_id, default)
         known = [i for i in dict.fromkeys(configured) if i in self._by_id and i != target_id]
         rest = sorted((self._by_id[i] for i in known), key=lambda t: t.is_cloud)
         return [first, *rest]

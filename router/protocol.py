@@ -102,6 +102,14 @@ class Target(BaseModel):
     context_length: int = Field(ge=1, description="Longest sequence (prompt + output) in tokens.")
     size: SizeClass
     parameters: int | None = Field(default=None, ge=0, description="Known or estimated.")
+    base: str | None = Field(
+        default=None, description="LoRA adapters only: the local target whose replicas serve it.",
+    )
+
+    @property
+    def served_by(self) -> str:
+        """The target whose backend answers this one: the base of an adapter, else itself."""
+        return self.base or self.id
 
     @property
     def is_cloud(self) -> bool:

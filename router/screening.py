@@ -42,7 +42,7 @@ def screen(
     skipped: list[RouteEvent] = []
     tokens, wanted = needs.context_tokens, needs.capabilities
     for target in targets:
-        current = stats.get(target.id, IDLE)
+        current = stats.get(target.id) or stats.get(target.served_by, IDLE)  # an adapter: its base
         if current is IDLE and tokens <= target.context_length and wanted <= target.capabilities:
             kept.append(target)  # the common case, decided without building a reason
             continue

@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from engine.config import EngineSettings
 from engine.demo import DEEPSEEK_ID, MINILM_ID, SMOLLM2_ID
 from engine.errors import ClientError, ConfigError
-from engine.protocol import Capability, parse_model_id
+from engine.protocol import Capability, parse_model_id, validate_name
 from router.providers.settings import CloudProviderSettings
 from router.settings import RouterSettings
 
@@ -74,6 +74,17 @@ class ModelSource(_Strict):
     revision: str | None = Field(default=None, description="Hub branch, tag or commit (huggingface).")
 
 
+class AdapterSettings(_Strict):
+    """A LoRA adapter of the model, registered in the store at start-up when it is missing."""
+
+    name: str = Field(min_length=1, description="The adapter's name: its id is <model id>:<name>.")
+    kind: Literal["huggingface", "path"] = Field(
+        default="huggingface", description="huggingface: ref is a hub repo id; path: a PEFT directory (copied)."
+    )
+    ref: str = Field(min_length=1, description="Hub repo id, or a PEFT directory, e.g. on the model-cache volume.")
+    revision: str | None = Field(default=None, description="Hub branch, tag or commit (huggingface).")
+
+
 class ModelSettings(_Strict):
     """One served model: which registered model, how its engine runs, how many replicas."""
 
@@ -111,12 +122,22 @@ class ModelSettings(_Strict):
         "the model's replicas on those nodes.",
     )
 
+    adapters: list[AdapterSettings] = Field(
+        default_factory=list,
+        description="LoRA adapters fetched into the store at start-up when missing (any adapter "
+        "registered for the model is served; engine.max_loras must be at least 1).",
+    )
+
     @model_validator(mode="after")
     def _valid_id(self) -> ModelSettings:
         try:
             parse_model_id(self.id)
+            for adapter in self.adapters:
+                validate_name(adapter.name)
         except ClientError as e:
             raise ValueError(e.message) from None
+        if self.adapters and not self.engine.max_loras:
+            raise ValueError(f"{self.id} lists adapters but its engine.max_loras is 0: set it to serve them")
         return self
 
 

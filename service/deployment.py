@@ -18,6 +18,8 @@ from router.circuit import CircuitBoard
 from router.planner import Router
 from router.providers.registry import make_provider
 from service.api.app import create_app
+from engine.store import default_root
+from service.adapters import AdapterCatalog, Revisions
 from service.backends.availability import apply_status, read_serve_status
 from service.backends.cloud import CloudBackend
 from service.backends.protocol import Backend
@@ -63,7 +65,8 @@ class Front:
     ) -> None:
         self.config = config
         records = [_overridden(r, config) for r in records]
-        router = Router.build(records, config.routing)
+        adapters = AdapterCatalog(config.store_root or default_root(), {r.id for r in records})
+        router = Router.build(records, config.routing, adapters=adapters.index)
         for dangling in router.dangling_references:
             log.warning("routing settings name unknown target %s", dangling)
         self.providers = {p.name: make_provider(p) for p in config.cloud_providers}
@@ -76,7 +79,7 @@ class Front:
                 backends[target.id] = CloudBackend(target, self.providers[target.provider])
         self.gateway = Gateway(
             router, backends, CircuitBoard(config.routing.circuit), Metrics(), config.limits.output_default,
-            cache=_response_cache(config), revisions={r.id: _revision(r) for r in records},
+            cache=_response_cache(config), revisions=Revisions({r.id: _revision(r) for r in records}, adapters),
         )
         self._prober = asyncio.get_running_loop().create_task(self._probe_forever())
 

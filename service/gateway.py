@@ -51,7 +51,7 @@ class Gateway:
     ) -> None:
         self.router = router
         self.cache = cache
-        self.revisions = dict(revisions or {})  # target id -> what changes when its weights do
+        self.revisions = revisions if revisions is not None else {}  # target id -> what changes when its weights do
         self.output_default = output_default  # max_tokens of a local chat that sets none
         self.backends = dict(backends)
         self.circuits = circuits
@@ -79,7 +79,7 @@ class Gateway:
         needs = derive_needs(Endpoint.EMBEDDINGS, body, size_hint=size_hint)
 
         async def attempt(target: Target) -> Answer:
-            return Answer(body=await self.backends[target.id].embeddings(_retarget(request, target, body)))
+            return Answer(body=await self.backends[target.served_by].embeddings(_retarget(request, target, body)))
 
         return await self._route(Endpoint.EMBEDDINGS, needs, attempt, body, policy)
 
@@ -88,7 +88,7 @@ class Gateway:
         needs = derive_needs(Endpoint.MODERATIONS, body, size_hint=size_hint)
 
         async def attempt(target: Target) -> Answer:
-            backend = self.backends[target.id]
+            backend = self.backends[target.served_by]
             if target.is_cloud:
                 return Answer(body=await backend.moderations(body))
             return Answer(body=await moderate_with_chat(backend, target, body))
@@ -100,7 +100,7 @@ class Gateway:
         target = self.router.target(model_id)
         if target.is_cloud:
             raise ClientError(f"{model_id} is a cloud model; tokenize needs a local model", param="model")
-        return await self.backends[target.id].tokenize(_retarget(request, target, {}))
+        return await self.backends[target.served_by].tokenize(_retarget(request, target, {}))
 
     def stats(self) -> dict[str, TargetStats]:
         """Live health, circuit state and load of every target, for the router.
@@ -145,10 +145,10 @@ class Gateway:
         return request.model_copy(update={"max_tokens": min(self.output_default, target.context_length)})
 
     def _chat_call(self, target: Target, request: Any) -> Awaitable[Answer]:
-        return self.backends[target.id].chat(request)
+        return self.backends[target.served_by].chat(request)
 
     def _completions_call(self, target: Target, request: Any) -> Awaitable[Answer]:
-        return self.backends[target.id].completions(request)
+        return self.backends[target.served_by].completions(request)
 
     async def _route(
         self, endpoint: Endpoint, needs: RequestNeeds, attempt: Callable[[Target], Awaitable[Answer]],
@@ -213,11 +213,11 @@ class Gateway:
 
     def _counted(self, attempt: Callable[[Target], Awaitable[T]]) -> Callable[[Target], Awaitable[T]]:
         async def counted(target: Target) -> T:
-            self.in_flight[target.id] += 1
+            self.in_flight[target.served_by] += 1  # an adapter loads its base's replicas
             try:
                 return await attempt(target)
             finally:
-                self.in_flight[target.id] -= 1
+                self.in_flight[target.served_by] -= 1
 
         return counted
 

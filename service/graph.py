@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from ray.serve.deployment import Application
 from ray.serve.llm import LLMConfig, build_llm_deployment
 
+from engine.adapters import adapter_id
 from engine.config import Platform, build_engine_args, detect_platform
 from engine.errors import ConfigError, ModelExistsError, ModelNotFoundError
 from engine.protocol import Capability, ModelRecord, ModelType, parse_model_id
@@ -21,10 +23,16 @@ from service.routing import router_config
 _FROM_RECORD = ("model", "served_model_name")
 
 
-def llm_config(model: ModelSettings, record: ModelRecord, platform: Platform) -> LLMConfig:
-    """The ``ray.serve.llm`` configuration of one model's replicas."""
+def llm_config(model: ModelSettings, record: ModelRecord, platform: Platform, store_root: Path | None = None) -> LLMConfig:
+    """The ``ray.serve.llm`` configuration of one model's replicas.
+
+    A model that serves adapters reads them from the store at ``store_root`` (its replicas get it
+    as ``TURNOUT_HOME``; default: the replicas' own ``TURNOUT_HOME``)."""
     launch = build_engine_args(record, model.engine, platform)
     engine_kwargs = {k: v for k, v in launch.engine_kwargs.items() if k not in _FROM_RECORD}
+    env = dict(launch.env)
+    if model.engine.max_loras and store_root is not None:
+        env["TURNOUT_HOME"] = str(store_root)
     actor: dict[str, Any] = {"num_cpus": 0}
     deployment: dict[str, Any] = {"max_ongoing_requests": model.max_ongoing_requests, "ray_actor_options": actor}
     if model.autoscaling:
@@ -38,7 +46,7 @@ def llm_config(model: ModelSettings, record: ModelRecord, platform: Platform) ->
         engine_kwargs=engine_kwargs,
         accelerator_config={"kind": "cpu"} if platform is Platform.CPU else {"kind": "gpu"},
         placement_group_config=_placement(model, platform),
-        runtime_env={"env_vars": launch.env} if launch.env else None,
+        runtime_env={"env_vars": env} if env else None,
         deployment_config=deployment,
         log_engine_metrics=True,
     )
@@ -75,6 +83,23 @@ def model_record(store: LocalModelManager, model: ModelSettings) -> ModelRecord:
         return store.get_model(model.id)
 
 
+def register_adapters(store: LocalModelManager, model: ModelSettings) -> None:
+    """Fetch ``model``'s configured adapters that the store lacks (hub, or a PEFT directory)."""
+    if not model.adapters:
+        return
+    known = {a.id for a in store.adapters.list(base=model.id)}
+    for adapter in model.adapters:
+        if adapter_id(model.id, adapter.name) in known:
+            continue
+        try:
+            if adapter.kind == "huggingface":
+                store.adapters.pull(model.id, adapter.ref, name=adapter.name, revision=adapter.revision)
+            else:
+                store.adapters.register(model.id, Path(adapter.ref), name=adapter.name)
+        except ModelExistsError:
+            pass  # a concurrent start registered it first
+
+
 def build_graph(config: TurnoutConfig, platform: Platform | None = None) -> Application:
     """The application: an HTTP entry bound to a handle of every other model's deployment.
 
@@ -85,10 +110,12 @@ def build_graph(config: TurnoutConfig, platform: Platform | None = None) -> Appl
     platform = platform or detect_platform()
     store = LocalModelManager(config.store_root)
     records = [model_record(store, m) for m in config.models]
+    for model in config.models:
+        register_adapters(store, model)
     edge = edge_model(config, records)
     handles = {
         r.id: build_llm_deployment(
-            llm_config(m, r, platform), name_prefix="model:", deployment_cls=TurnoutLLMServer
+            llm_config(m, r, platform, store.root), name_prefix="model:", deployment_cls=TurnoutLLMServer
         )
         for m, r in zip(config.models, records)
         if r.id != edge
@@ -99,7 +126,7 @@ def build_graph(config: TurnoutConfig, platform: Platform | None = None) -> Appl
         return ingress.bind(config, records, handles)
     settings, record = next((m, r) for m, r in zip(config.models, records) if r.id == edge)
     app = build_llm_deployment(
-        llm_config(settings, record, platform),
+        llm_config(settings, record, platform, store.root),
         name_prefix="model:",
         deployment_cls=TurnoutEdge,
         bind_kwargs={

@@ -12,6 +12,10 @@
   to its log in clear text. Turnout's engines load checkpoints from the model store, never from the
   hub, so they need no token: the copy is turned off before the server starts.
 - Serve's replica-to-replica gRPC server listens on the node's address only (``service.binding``).
+- A request that names one of the model's LoRA adapters (``<model id>:<name>``) has it loaded
+  first: the adapter registry of the model store (``$TURNOUT_HOME``, shared by every node) is read
+  then, so an adapter registered after the replica started is served without a restart. vLLM
+  keeps loaded adapters and swaps them into its ``max_loras`` slots as batches need them.
 """
 
 from __future__ import annotations
@@ -20,10 +24,15 @@ import asyncio
 from collections.abc import AsyncGenerator
 from typing import Any
 
+from ray.llm._internal.serve.core.configs.llm_config import DiskMultiplexConfig
 from ray.llm._internal.serve.engines.vllm import vllm_models
 from ray.llm._internal.serve.utils.batcher import Batcher
 from ray.serve.llm import LLMServer
 
+from engine.adapters import AdapterRecord, is_adapter_id, parse_adapter_id
+from engine.errors import ClientError, ModelNotFoundError
+from engine.adapter_store import adapter_registry
+from engine.store import default_root
 from service.binding import bind_replica_grpc_to_node
 
 
@@ -76,7 +85,41 @@ class TurnoutLLMServer(LLMServer):
     async def __init__(self, *args: Any, **kwargs: Any) -> None:
         keep_hub_tokens_out_of_runtime_envs()
         bind_replica_grpc_to_node()
+        self._adapters: dict[str, asyncio.Task[None]] = {}  # adapter id -> its load
         await super().__init__(*args, **kwargs)
+
+    async def _run_request(self, request: Any, **kwargs: Any) -> Any:
+        model = getattr(request, "model", None)
+        if isinstance(model, str) and is_adapter_id(model):
+            await self._load_adapter(model)
+        return await super()._run_request(request, **kwargs)
+
+    async def _load_adapter(self, adapter_id: str) -> None:
+        """Load ``adapter_id`` into the engine once; concurrent first requests share the load."""
+        task = self._adapters.get(adapter_id)
+        if task is None or (task.done() and task.exception() is not None):
+            task = self._adapters[adapter_id] = asyncio.get_running_loop().create_task(self._load(adapter_id))
+        await asyncio.shield(task)
+
+    async def _load(self, adapter_id: str) -> None:
+        base, _ = parse_adapter_id(adapter_id)
+        served = self._llm_config.model_id
+        if base != served:
+            raise ModelNotFoundError(f"adapter {adapter_id!r} is not for {served}", param="model")
+        if not self._llm_config.engine_kwargs.get("enable_lora"):
+            raise ClientError(
+                f"{served} serves no adapters: set its engine's max_loras (models[].engine.max_loras)", param="model",
+            )
+        record = _adapter_record(adapter_id)
+        rank = self._llm_config.engine_kwargs.get("max_lora_rank", 16)
+        if record.rank > rank:
+            raise ClientError(
+                f"adapter {adapter_id!r} has rank {record.rank}; {served} serves ranks up to {rank} "
+                "(models[].engine.max_lora_rank)", param="model",
+            )
+        await self.engine.resolve_lora(DiskMultiplexConfig(
+            model_id=adapter_id, local_path=str(record.path), max_total_tokens=None, lora_assigned_int_id=0,
+        ))
 
     async def start(self) -> None:
         await super().start()
@@ -87,3 +130,11 @@ class TurnoutLLMServer(LLMServer):
 
     def _batch_output_stream(self, generator: AsyncGenerator[Any, None]) -> AsyncGenerator[Any, None]:
         return FirstOutputBatcher(generator, self._get_batch_interval_ms()).stream()
+
+
+def _adapter_record(adapter_id: str) -> AdapterRecord:
+    """The adapter's record in the store this replica was started with (``$TURNOUT_HOME``)."""
+    record = adapter_registry(default_root()).load().get(adapter_id)
+    if record is None:
+        raise ModelNotFoundError(f"the model {adapter_id!r} does not exist", param="model")
+    return record

@@ -313,11 +313,14 @@ def build_gateway(
     backends: Mapping[str, Backend] | None = None,
     output_default: int | None = None,
     cache: ResponseCache | None = None,
+    adapters: dict[str, str] | None = None,
 ) -> Stack:
     """The gateway over ``records`` plus the cloud models in ``settings``; a FakeBackend each
-    unless ``backends`` names one."""
+    unless ``backends`` names one. ``adapters`` (adapter id -> base id, read at each lookup) are
+    the registered LoRA adapters."""
     settings = settings or router_settings()
-    router = Router.build(records if records is not None else demo_records(), settings)
+    index = adapters if adapters is not None else {}
+    router = Router.build(records if records is not None else demo_records(), settings, adapters=lambda: index)
     chosen: dict[str, Any] = {t.id: FakeBackend(t.id) for t in router.targets} | dict(backends or {})
     recorder, clock = MetricRecorder(), FakeClock()
     gateway = Gateway(

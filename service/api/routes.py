@@ -93,14 +93,15 @@ async def tokenize(request: Request) -> Response:
 async def models(request: Request) -> dict[str, Any]:
     gateway = _gateway(request)
     stats = gateway.stats()
-    return {"object": "list", "data": [_card(t, stats[t.id], gateway) for t in gateway.router.targets]}
+    targets = [*gateway.router.targets, *gateway.router.adapter_targets()]
+    return {"object": "list", "data": [_card(t, stats[t.served_by], gateway) for t in targets]}
 
 
 @router.get("/v1/models/{model_id:path}")
 async def model(model_id: str, request: Request) -> dict[str, Any]:
     gateway = _gateway(request)
     target = gateway.router.target(model_id)
-    return _card(target, gateway.stats()[target.id], gateway)
+    return _card(target, gateway.stats()[target.served_by], gateway)
 
 
 @router.get("/health")
@@ -132,7 +133,10 @@ def _card(target: Any, stats: Any, gateway: Any) -> dict[str, Any]:
             "circuit": stats.circuit.value,
         },
     }
-    reason = gateway.backends[target.id].unavailable_reason()
+    if target.base is not None:  # a LoRA adapter, served by its base model's replicas (vLLM's "parent")
+        card["parent"] = target.base
+        card["turnout"]["base"] = target.base
+    reason = gateway.backends[target.served_by].unavailable_reason()
     if reason is not None:
         card["turnout"]["unavailable_reason"] = reason
     return card

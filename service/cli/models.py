@@ -1,4 +1,4 @@
-"""``turnout models``: list, pull, import, show, rm, demo."""
+"""``turnout models``: list, pull, import, show, rm, demo; finetune and add-adapter for LoRA adapters."""
 
 from __future__ import annotations
 
@@ -10,11 +10,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from engine.adapters import is_adapter_id
 from engine.demo import prepare_demo_models
 from engine.protocol import ModelRecord, ModelType, SourceKind
 from engine.store import LocalModelManager
+from service.cli.adapters import add_adapter, finetune, print_adapters
 
 app = typer.Typer(no_args_is_help=True, help="Manage the local model store ($TURNOUT_HOME).")
+app.command("finetune")(finetune)
+app.command("add-adapter")(add_adapter)
 JSON_OPT = typer.Option(False, "--json", help="Print JSON instead of a table.")
 FAMILY_OPT = typer.Option(None, "--family", help="Override the detected family.")
 NAME_OPT = typer.Option(None, "--name", help="Model name (the last part of the id).")
@@ -48,14 +52,24 @@ def list_models(
     family: ModelType | None = typer.Option(None, "--family", help="Only this family."),
     as_json: bool = JSON_OPT,
 ) -> None:
-    """List registered models."""
-    _print(_manager().list_models(family), as_json)
+    """List registered models, then their LoRA adapters (each with its base)."""
+    manager = _manager()
+    models = manager.list_models(family)
+    adapters = [a for a in manager.adapters.list() if family is None or a.base in {m.id for m in models}]
+    if as_json:
+        # one list: the models, then the adapters (an adapter's record names its ``base``)
+        typer.echo(json.dumps([r.model_dump(mode="json") for r in [*models, *adapters]], indent=2))
+        return
+    _print(models, False)
+    if adapters:
+        print_adapters(adapters, False)
 
 
 @app.command()
 def show(model_id: str, as_json: bool = JSON_OPT) -> None:
-    """Show one model's record."""
-    record = _manager().get_model(model_id)
+    """Show one model's or adapter's record."""
+    manager = _manager()
+    record = manager.adapters.get(model_id) if is_adapter_id(model_id) else manager.get_model(model_id)
     if as_json:
         typer.echo(record.model_dump_json(indent=2))
         return
@@ -108,8 +122,12 @@ def import_model(
 
 @app.command("rm")
 def remove(model_id: str) -> None:
-    """Unregister a model (and delete its files if the store owns them)."""
-    record = asyncio.run(_manager().remove_model(model_id))
+    """Unregister a model or adapter (and delete its files if the store owns them)."""
+    manager = _manager()
+    if is_adapter_id(model_id):
+        typer.echo(f"removed {manager.adapters.remove(model_id).id}")
+        return
+    record = asyncio.run(manager.remove_model(model_id))
     typer.echo(f"removed {record.id}")
 
 

@@ -108,6 +108,19 @@ def test_optional_settings_are_passed_only_when_set(llama: ModelRecord) -> None:
     assert "enable_prefix_caching" not in kwargs
 
 
+def test_adapters_are_served_when_max_loras_is_set(llama: ModelRecord, tmp_path: Path) -> None:
+    plain = build_engine_args(llama, EngineSettings(), platform=Platform.CPU).engine_kwargs
+    assert "enable_lora" not in plain and "max_loras" not in plain
+    kwargs = build_engine_args(llama, EngineSettings(max_loras=3, max_lora_rank=8), platform=Platform.CPU).engine_kwargs
+    assert (kwargs["enable_lora"], kwargs["max_loras"], kwargs["max_lora_rank"]) == (True, 3, 8)
+    with pytest.raises(ConfigError, match="max_lora_rank 12 is not one of vLLM's"):
+        build_engine_args(llama, EngineSettings(max_loras=1, max_lora_rank=12), platform=Platform.CPU)
+    embedding = make_record(tmp_path / "minilm", ModelType.EMBEDDING, config={"architectures": ["BertModel"],
+                            "model_type": "bert"}, capabilities=[Capability.EMBEDDINGS])
+    with pytest.raises(ConfigError, match="adapters are for generative models"):
+        build_engine_args(embedding, EngineSettings(max_loras=1), platform=Platform.CPU)
+
+
 def test_embedding_models_use_the_pooling_runner(tmp_path: Path) -> None:
     config = {"architectures": ["BertModel"], "model_type": "bert"}
     caps = [Capability.EMBEDDINGS]

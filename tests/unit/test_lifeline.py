@@ -21,6 +21,7 @@ PARENT = textwrap.dedent(
     import multiprocessing, subprocess, sys, time
 
     def child(pids):
+        time.sleep(float(sys.argv[1]) if len(sys.argv) > 1 else 0)  # a child still starting up
         from engine.lifeline import register
         register()
         worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
@@ -32,7 +33,8 @@ PARENT = textwrap.dedent(
         pids = ctx.Queue()
         process = ctx.Process(target=child, args=(pids,))
         process.start()
-        print(process.pid, pids.get(), flush=True)
+        print(process.pid, flush=True)
+        print(pids.get(), flush=True)
         time.sleep(300)
     """
 )
@@ -55,7 +57,7 @@ def test_a_child_whose_parent_is_killed_ends_with_its_own_children(tmp_path: Pat
         [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=repo,
         env={**os.environ, "PYTHONPATH": str(repo)},
     )
-    child, worker = (int(p) for p in parent.stdout.readline().split())
+    child, worker = int(parent.stdout.readline()), int(parent.stdout.readline())
     try:
         time.sleep(1.5)
         assert psutil.pid_exists(child) and psutil.pid_exists(worker)  # alive while the parent is
@@ -67,6 +69,24 @@ def test_a_child_whose_parent_is_killed_ends_with_its_own_children(tmp_path: Pat
         for pid in (child, worker):
             if psutil.pid_exists(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_child_whose_parent_was_killed_while_it_started_ends_too(tmp_path: Path):
+    script = tmp_path / "parent.py"
+    script.write_text(PARENT)
+    repo = Path(__file__).resolve().parents[2]
+    parent = subprocess.Popen(
+        [sys.executable, str(script), "3"], stdout=subprocess.PIPE, text=True, cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+    )
+    child = int(parent.stdout.readline())
+    try:
+        parent.send_signal(signal.SIGKILL)  # before the child has registered its watch
+        parent.wait(10)
+        assert _gone(child, 15), "a child that registered after its parent was gone lived on"
+    finally:
+        if psutil.pid_exists(child):
+            os.kill(child, signal.SIGKILL)
 
 
 def test_the_watch_stays_quiet_while_the_parent_lives():

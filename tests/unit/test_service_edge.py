@@ -149,6 +149,7 @@ def test_the_edge_is_the_first_model_that_generates(tmp_path: Path) -> None:
 class _Store:
     def __init__(self, records: list) -> None:
         self.records = {r.id: r for r in records}
+        self.root = Path("/nonexistent-store")
 
     def get_model(self, model_id: str):
         return self.records[model_id]
