@@ -87,3 +87,17 @@ def test_the_operator_dependency_is_optional_and_needs_no_network():
     with helm_python.Chart.load(CHART) as loaded:
         assert loaded.metadata["dependencies"][0]["condition"] == "kuberay-operator.enabled"
         assert loaded.render({"kuberay-operator": {"enabled": False}}, name="llm")
+
+
+def test_models_carry_their_adapters_into_the_serve_config(chart: helm_python.Chart):
+    adapters = [{"name": "support", "ref": "acme/support-lora"}, {"name": "local", "kind": "path", "ref": "/models/loras/x"}]
+    model = {**LLAMA, "engine": {"max_loras": 2, "max_lora_rank": 16}, "adapters": adapters}
+    rendered = render(chart, {"turnout": {"models": [model]}})
+    turnout = TurnoutConfig(**rendered.serve_config["applications"][0]["args"]["turnout"])
+    (served,) = turnout.models
+    assert [(a.name, a.kind, a.ref) for a in served.adapters] == [
+        ("support", "huggingface", "acme/support-lora"), ("local", "path", "/models/loras/x"),
+    ]
+    assert served.engine.max_loras == 2
+    with pytest.raises(Exception, match="kind"):
+        chart.render({"turnout": {"models": [{**model, "adapters": [{"name": "x", "kind": "s3", "ref": "b"}]}]}}, name="llm")
