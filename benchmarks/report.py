@@ -81,6 +81,8 @@ def targets(figures: Figures) -> list[Target]:
         return _ratio(affinity.get(("prefix_affinity", kv), {}).get(key), affinity.get((other, kv), {}).get(key))
 
     adapters = {f["case"]: f["output_tokens_per_s"] for f in suite(figures, "adapters_serving")}
+    quant = {f["case"]: f for f in suite(figures, "quantization")}
+    int8 = quant.get("int8_at_load", {})
     capacity: dict[str, float] = {}  # each system's best point
     for f in suite(figures, "capacity"):
         capacity[f["system"]] = max(capacity.get(f["system"], 0.0), f["output_tokens_per_s"])
@@ -113,6 +115,10 @@ def targets(figures: Figures) -> list[Target]:
         Target("Response cache hit on loopback, p50", hit, 5, False, "ms"),
         Target("Base + two LoRA adapters / base alone (no LoRA), output tokens/s at c=32",
                _ratio(adapters.get("mixed"), adapters.get("base_lora_off")), 0.8, True),
+        Target("SmolLM2 int8 at load / bf16, weights", int8.get("weights_ratio"), 0.55, False),
+        Target("SmolLM2 int8 at load / bf16, output tokens/s at c=32", int8.get("tokens_per_s_ratio"), 0.9, True),
+        Target("SmolLM2 int8 at load: prompts whose first 64 greedy tokens match bf16's",
+               int8.get("prompt_agreement"), 0.9, True),
     ]
 
 
@@ -226,7 +232,23 @@ def _caching(figures: Figures) -> list[str]:
         [[f["steps"], f"{f['seconds_per_step']:.2f}", f"{f['seconds']:.0f}", f"{f['final_loss']:.3f}"]
          for f in suite(figures, "adapters_finetune")],
     )
+    out += _quantization(suite(figures, "quantization"))
     return out
+
+
+def _quantization(cases: Figures) -> list[str]:
+    """Each quantized SmolLM2 against bf16, measured in the same run."""
+    mib = lambda b: f"{b / 2**20:.0f}"  # noqa: E731
+    rows = [["bf16 (source)", mib(cases[0]["source_weights_bytes"]), "1.00", mib(cases[0]["source_rss_bytes"]),
+             f"{cases[0]['source_tokens_per_s']:.1f}", "1.00", "", "", f"{cases[0]['source_mean_logprob']:.3f}", ""]] if cases else []
+    rows += [[f["case"], mib(f["weights_bytes"]), f"{f['weights_ratio']:.2f}", mib(f["rss_bytes"]),
+              f"{f['tokens_per_s']:.1f}", f"{f['tokens_per_s_ratio']:.2f}", f"{f['token_agreement']:.1%}",
+              f"{f['prompt_agreement']:.0%}", f"{f['mean_logprob']:.3f}", f"{f['logprob_gap']:+.3f}"] for f in cases]
+    return _table(
+        "Quantized SmolLM2 against bf16 (64 prompts x 64 greedy tokens at c=32; 16 texts for log-likelihood)",
+        ["model", "weights MiB", "/ bf16", "engine RSS MiB", "out tok/s", "/ bf16", "greedy token agreement",
+         "identical 64-token answers", "mean log-prob", "gap (nats/token)"], rows,
+    )
 
 
 def _capacity(points: Figures) -> list[str]:

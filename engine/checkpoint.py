@@ -12,6 +12,7 @@ from typing import Any
 
 from engine.errors import InvalidCheckpointError
 from engine.protocol import Capability, CheckpointInfo, ModelFormat, ModelType
+from engine.quantization import detect as detect_quantization
 
 _DEEPSEEK_ARCHS = {"DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM", "DeepseekForCausalLM"}
 _LLAMA_ARCHS = {"LlamaForCausalLM", "MistralForCausalLM"}
@@ -73,6 +74,7 @@ def inspect_checkpoint(
         dtype=str(config.get("torch_dtype") or config.get("dtype") or "auto"),
         size_bytes=sum(f.stat().st_size for f in path.rglob("*") if f.is_file()),
         capabilities=_capabilities(config, path, name, embedding=detected == ModelType.EMBEDDING),
+        quantization=detect_quantization(config),
     )
 
 

@@ -17,15 +17,19 @@ from __future__ import annotations
 import dataclasses
 import os
 from enum import Enum
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine import quantization as quant
 from engine.attention_paths import MLA_ARCHS, is_mla
 from engine.checkpoint import read_config
-from engine.cpu_kernels import POLICY_ENV, CpuKernels
+from engine.cpu_kernels import POLICY_ENV, CpuKernels, cpu_features
 from engine.errors import ConfigError
+from engine.int8 import int8_checkpoint, is_moe
 from engine.protocol import Capability, ModelRecord, ModelType
+from engine.quantization import LoadScheme
 
 MiB = 1024 * 1024
 CPU_KV_CACHE_BYTES = 512 * MiB
@@ -132,6 +136,12 @@ class EngineSettings(BaseModel):
     max_lora_rank: int = Field(
         default=16, description="Largest adapter rank served (one of vLLM's: 1, 8, 16, 32, 64, 128, 256, 320, 512).",
     )
+    quantization: LoadScheme | None = Field(
+        default=None,
+        description="Quantize the weights while loading: 'int8' (CPU: int8 per-channel "
+        "weight-only, bf16/fp16 checkpoints; dtype auto becomes bfloat16) or 'fp8' (CUDA, compute "
+        "capability 8.9+). Not for checkpoints quantized already.",
+    )
     engine_args: dict[str, Any] = Field(
         default_factory=dict,
         description="Extra vLLM AsyncEngineArgs passed through (e.g. max_num_batched_tokens; "
@@ -152,10 +162,13 @@ def build_engine_args(
     record: ModelRecord,
     settings: EngineSettings | None = None,
     platform: Platform | None = None,
+    store_root: Path | None = None,
 ) -> EngineLaunch:
     """Turn a model record and its settings into engine arguments for ``platform``.
 
-    ``platform`` defaults to :func:`detect_platform`. Raises :class:`ConfigError` (naming the
+    ``platform`` defaults to :func:`detect_platform`. With ``quantization: int8`` on the CPU a
+    dense model is served from its int8 copy (:mod:`engine.int8`), written into the cache of the
+    store at ``store_root`` (default: ``$TURNOUT_HOME``) on first use. Raises :class:`ConfigError` (naming the
     offending setting) for combinations that cannot work, e.g. ``enforce_eager=False`` on CPU or a
     DeepSeek MLA size that the CPU backend does not support.
     """
@@ -176,6 +189,7 @@ def build_engine_args(
         kwargs["structured_outputs_config"] = dict(_COMPACT_JSON)
     kwargs.update(_optional_kwargs(settings, record))
     kwargs.update(_lora_kwargs(settings, record, embedding=embedding))
+    kwargs.update(_quantization_kwargs(settings, record, platform, store_root))
     kwargs.update(_platform_kwargs(settings, platform, embedding=embedding))
     _check_deepseek(record, platform)
     parser = _reasoning_parser(record, settings, embedding=embedding)
@@ -219,6 +233,46 @@ def _lora_kwargs(settings: EngineSettings, record: ModelRecord, *, embedding: bo
     if embedding:
         raise ConfigError(f"{record.id} is an embedding model; adapters are for generative models", param="max_loras")
     return {"enable_lora": True, "max_loras": settings.max_loras, "max_lora_rank": settings.max_lora_rank}
+
+
+def _quantization_kwargs(
+    settings: EngineSettings, record: ModelRecord, platform: Platform, store_root: Path | None
+) -> dict[str, Any]:
+    capability = _cuda_capability() if platform is Platform.CUDA else None
+    if record.quantization is not None:
+        if settings.quantization:
+            raise ConfigError(
+                f"{record.id} is quantized already ({record.quantization.label}); remove "
+                "quantization from its engine settings", param="quantization",
+            )
+        fp8_cpu = settings.cpu_kernels is CpuKernels.VLLM and cpu_features().has_amx
+        quant.check_checkpoint(
+            record.quantization, platform.value, model_id=record.id, fp8_cpu=fp8_cpu,
+            cuda_capability=capability,
+        )
+        return {}
+    if settings.quantization is None:
+        return {}
+    dtype = settings.dtype
+    if dtype == "auto":
+        dtype = record.dtype if record.dtype in ("bfloat16", "float16") else "bfloat16"
+    argument = quant.load_argument(
+        settings.quantization, platform.value, dtype=dtype, model_id=record.id,
+        cuda_capability=capability,
+    )
+    if platform is Platform.CPU and not is_moe(read_config(record.path)):
+        from engine.store import default_root
+
+        cache = Path(store_root or default_root()) / "cache" / "int8"
+        return {"model": str(int8_checkpoint(record.path, cache, model_id=record.id)), "dtype": dtype}
+    return {"quantization": argument, "dtype": dtype}
+
+
+def _cuda_capability() -> tuple[int, int] | None:
+    """The first GPU's compute capability, or None where this process sees no GPU."""
+    import torch
+
+    return tuple(torch.cuda.get_device_capability(0)) if torch.cuda.is_available() else None
 
 
 def _platform_kwargs(settings: EngineSettings, platform: Platform, *, embedding: bool) -> dict:

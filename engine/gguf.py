@@ -11,16 +11,18 @@ import hashlib
 import json
 import logging
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from engine.errors import InvalidCheckpointError, InvalidModelNameError
+from engine.errors import ClientError, InvalidCheckpointError, InvalidModelNameError
 from engine.protocol import validate_name
 
 logger = logging.getLogger(__name__)
 
 _MAGIC = b"GGUF"
+_UNQUANTIZED_FILE_TYPES = {"0", "1", "32"}  # general.file_type: F32, F16, BF16
 # Arrays up to this many elements are kept (as JSON); longer ones (vocabularies, merges, scores) are
 # summarised by their length.
 _MAX_INLINE_ARRAY = 64
@@ -88,6 +90,30 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> dict[str, str]:
     (out_dir / "gguf_metadata.json").write_text(json.dumps(metadata, indent=2, ensure_ascii=False))
     logger.info("converted %s in %.1f s", gguf_path.name, time.monotonic() - started)
     return metadata
+
+
+def convert_gguf_kept(gguf_path: Path, out_dir: Path, keep_quantized: bool) -> dict[str, str]:
+    """:func:`convert_gguf`, or with ``keep_quantized`` its int8 W8A8 copy (:mod:`engine.int8`).
+
+    vLLM 0.32 has no GGUF loader on any platform, so GGUF's own block formats (Q8_0, Q4_K...)
+    cannot be served as they are. Keeping a quantized file quantized therefore means: dequantise,
+    then round the linear weights to int8 per output channel, a format vLLM serves on the CPU and
+    on CUDA. Raises :class:`ClientError` for a GGUF whose weights are not quantized.
+    """
+    if not keep_quantized:
+        return convert_gguf(gguf_path, out_dir)
+    from engine.int8 import write_int8
+
+    file_type = read_gguf_metadata(gguf_path).get("general.file_type")
+    if file_type in _UNQUANTIZED_FILE_TYPES:
+        raise ClientError(f"{gguf_path.name} is not quantized (file type {file_type}); import it without "
+                          "--keep-quantized", param="keep_quantized")
+    plain = out_dir / ".bf16"
+    plain.mkdir()
+    metadata = convert_gguf(gguf_path, plain)
+    write_int8(plain, out_dir)
+    shutil.rmtree(plain)
+    return metadata | {"gguf.kept_quantized": "w8a8"}
 
 
 def suggested_name(gguf_path: Path) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from engine.errors import InvalidModelNameError
+from engine.quantization import Quantization
 
 
 class ModelType(str, Enum):
@@ -65,6 +66,9 @@ class CheckpointInfo(BaseModel):
     dtype: str
     size_bytes: int = Field(ge=0)
     capabilities: list[Capability]
+    quantization: Quantization | None = Field(
+        default=None, description="From config.json quantization_config; None: plain weights."
+    )
 
 
 class ModelRecord(BaseModel):
@@ -83,6 +87,9 @@ class ModelRecord(BaseModel):
     context_length: int = Field(ge=1)
     dtype: str
     capabilities: list[Capability]
+    quantization: Quantization | None = Field(
+        default=None, description="How the weights on disk are quantized; None: plain weights."
+    )
     owned: bool = Field(
         default=True,
         description="True when the files live inside the store and are deleted with the record.",

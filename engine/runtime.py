@@ -110,6 +110,24 @@ class LocalEngine:
         sampling = _sampling(max_tokens=max_tokens, temperature=temperature, ignore_eos=ignore_eos)
         return await self._generate(TokensPrompt(prompt_token_ids=list(prompt_ids)), sampling)
 
+    async def score_ids(self, token_ids: list[int]) -> list[tuple[float, int]]:
+        """For each token after the first: its log-probability given the ones before, and its
+        rank among the model's choices there (1: the greedy choice)."""
+        from vllm.inputs import TokensPrompt
+
+        sampling = _sampling(max_tokens=1, prompt_logprobs=1)
+        prompt = TokensPrompt(prompt_token_ids=list(token_ids))
+        final = await _last(self._engine.generate(prompt, sampling, _request_id("score")))
+        entries = final.prompt_logprobs[1:]
+        return [(entry[tok].logprob, entry[tok].rank) for tok, entry in zip(token_ids[1:], entries)]
+
+    async def memory(self) -> dict[str, int]:
+        """The first worker's ``rss_bytes`` (:mod:`engine.worker_memory`)."""
+        from engine.worker_memory import METHOD
+
+        first, *_ = await self._engine.collective_rpc(METHOD)
+        return first
+
     async def embed(self, texts: list[str]) -> list[list[float]]:
         """One embedding vector per text (needs an engine started with ``runner='pooling'``)."""
         return list(await asyncio.gather(*(self._embed_one(text) for text in texts)))

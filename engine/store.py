@@ -28,7 +28,7 @@ from engine import huggingface, ollama
 from engine.adapter_store import AdapterStore
 from engine.checkpoint import inspect_checkpoint
 from engine.errors import ClientError, InvalidCheckpointError, ModelExistsError, ModelNotFoundError
-from engine.gguf import convert_gguf, suggested_name
+from engine.gguf import convert_gguf_kept, suggested_name
 from engine.protocol import ModelRecord, ModelType, SourceKind, model_id, parse_model_id, validate_name
 from engine.registry import Registry
 
@@ -120,7 +120,7 @@ class LocalModelManager:
     ) -> ModelRecord:
         """Download from the hub into the HF cache and register the snapshot in place."""
         name = validate_name(name or repo_id.rsplit("/", 1)[-1])
-        self._fail_if_taken(model_type, name)
+        self.fail_if_taken(model_type, name)
         path, commit = await asyncio.to_thread(huggingface.download, repo_id, revision)
         return self._register(
             path, name=name, family=model_type, source=SourceKind.HUGGINGFACE,
@@ -128,24 +128,27 @@ class LocalModelManager:
         )
 
     async def import_gguf(
-        self, gguf_path: Path, model_type: ModelType | None = None, *, name: str | None = None
+        self, gguf_path: Path, model_type: ModelType | None = None, *, name: str | None = None,
+        keep_quantized: bool = False,
     ) -> ModelRecord:
-        """Convert a local ``.gguf`` file into a dequantised safetensors checkpoint and register it."""
+        """Convert a local ``.gguf`` file into a safetensors checkpoint and register it: bf16, or
+        with ``keep_quantized`` (a quantized GGUF) int8 W8A8 (see :func:`convert_gguf_kept`)."""
         gguf_path = Path(gguf_path).expanduser().resolve()
         name = validate_name(name or suggested_name(gguf_path))
         return await self.import_built(
-            lambda out: convert_gguf(gguf_path, out), name=name, family=model_type,
+            lambda out: convert_gguf_kept(gguf_path, out, keep_quantized), name=name, family=model_type,
             source=SourceKind.GGUF, source_ref=str(gguf_path),
         )
 
     async def import_ollama(
         self, reference: str, model_type: ModelType | None = None, *, name: str | None = None,
-        ollama_home: Path | None = None, registry_url: str | None = None,
+        ollama_home: Path | None = None, registry_url: str | None = None, keep_quantized: bool = False,
     ) -> ModelRecord:
-        """Import an Ollama model: from ``ollama_home`` if it is there, else pulled from a registry."""
+        """Import an Ollama model: from ``ollama_home`` if it is there, else pulled from a registry;
+        ``keep_quantized`` as for :meth:`import_gguf`."""
         ref = ollama.OllamaRef.parse(reference)
         name = validate_name(name or (ref.name if ref.tag == "latest" else f"{ref.name}-{ref.tag}"))
-        self._fail_if_taken(model_type, name)
+        self.fail_if_taken(model_type, name)
         home = Path(ollama_home) if ollama_home else ollama.default_ollama_home()
         try:
             found = await asyncio.to_thread(ollama.resolve_local, ref, home)
@@ -155,7 +158,7 @@ class LocalModelManager:
             found = await asyncio.to_thread(ollama.pull, ref, pull_home, registry_url)
 
         def build(out: Path) -> dict[str, str]:
-            meta = convert_gguf(found.gguf_path, out)
+            meta = convert_gguf_kept(found.gguf_path, out, keep_quantized)
             return meta | _ollama_metadata(found)
 
         return await self.import_built(
@@ -187,7 +190,7 @@ class LocalModelManager:
         """Run ``build(staging_dir)`` (which writes a checkpoint and returns its metadata), then
         move the result into the store and register it in one locked step."""
         name = validate_name(name)
-        self._fail_if_taken(family, name)
+        self.fail_if_taken(family, name)
         staging = self.staging_dir / f"{os.getpid()}-{uuid.uuid4().hex}"
         staging.mkdir(parents=True)
         try:
@@ -242,7 +245,7 @@ class LocalModelManager:
         self.log.info("registered %s (%s, %s)", new_id, info.architecture, source.value)
         return record
 
-    def _fail_if_taken(self, family: ModelType | None, name: str) -> None:
+    def fail_if_taken(self, family: ModelType | None, name: str) -> None:
         """Fail fast, before a long download, when the id is known and already taken."""
         if family is not None and model_id(family, name) in self.registry.load():
             raise ModelExistsError(f"model {model_id(family, name)!r} is already registered", param="name")

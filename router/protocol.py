@@ -16,6 +16,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.protocol import Capability, ModelType
+from engine.quantization import Quantization
 
 
 class SizeClass(str, Enum):
@@ -104,6 +105,9 @@ class Target(BaseModel):
     parameters: int | None = Field(default=None, ge=0, description="Known or estimated.")
     base: str | None = Field(
         default=None, description="LoRA adapters only: the local target whose replicas serve it.",
+    )
+    quantization: Quantization | None = Field(
+        default=None, description="Local targets only: how the served weights are quantized.",
     )
 
     @property

@@ -20,10 +20,13 @@ _DTYPE_BYTES = (
 _DEFAULT_BYTES = 2.0  # "auto" checkpoints are almost always bf16/fp16
 
 
-def estimate_parameters(size_bytes: int, dtype: str) -> int:
-    """Parameter count implied by a checkpoint's size on disk and its dtype."""
+def estimate_parameters(size_bytes: int, dtype: str, weight_bits: int | None = None) -> int:
+    """Parameter count implied by a checkpoint's size on disk and its dtype (or, for a
+    quantized checkpoint, its weights' bit width)."""
     lowered = dtype.lower()
     per_param = next((b for key, b in _DTYPE_BYTES if key in lowered), _DEFAULT_BYTES)
+    if weight_bits is not None:
+        per_param = weight_bits / 8
     return math.floor(size_bytes / per_param)
 
 
@@ -40,8 +43,10 @@ def local_target(
     ``record.size_bytes`` and ``record.dtype``.
     """
     count = parameters
+    quantized = record.quantization
     if count is None:
-        count = estimate_parameters(record.size_bytes, record.dtype)
+        on_disk = quantized.weight_bits if quantized and quantized.origin == "checkpoint" else None
+        count = estimate_parameters(record.size_bytes, record.dtype, on_disk)
     return Target(
         id=record.id,
         kind=TargetKind.LOCAL,
@@ -51,6 +56,7 @@ def local_target(
         context_length=record.context_length,
         size=size or (thresholds or SizeThresholds()).classify(count),
         parameters=count,
+        quantization=quantized,
     )
 
 

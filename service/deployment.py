@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from engine import quantization
 from engine.protocol import ModelRecord
 from router.circuit import CircuitBoard
 from router.planner import Router
@@ -110,11 +111,14 @@ def _revision(record: ModelRecord) -> str:
 
 
 def _overridden(record: ModelRecord, config: TurnoutConfig) -> ModelRecord:
-    """The record as served: capabilities overridden, context capped by ``max_model_len``."""
+    """The record as served: capabilities overridden, context capped by ``max_model_len``,
+    quantization at load marked."""
     settings = next(m for m in config.models if m.id == record.id)
     updates: dict = {}
     if settings.capabilities is not None:
         updates["capabilities"] = settings.capabilities
     if settings.engine.max_model_len is not None:
         updates["context_length"] = min(record.context_length, settings.engine.max_model_len)
+    if settings.engine.quantization is not None:
+        updates["quantization"] = quantization.at_load(settings.engine.quantization)
     return record.model_copy(update=updates)

@@ -27,8 +27,9 @@ def llm_config(model: ModelSettings, record: ModelRecord, platform: Platform, st
     """The ``ray.serve.llm`` configuration of one model's replicas.
 
     A model that serves adapters reads them from the store at ``store_root`` (its replicas get it
-    as ``TURNOUT_HOME``; default: the replicas' own ``TURNOUT_HOME``)."""
-    launch = build_engine_args(record, model.engine, platform)
+    as ``TURNOUT_HOME``; default: the replicas' own ``TURNOUT_HOME``); a model quantized to int8 at
+    load on the CPU is served from its copy in that store's cache."""
+    launch = build_engine_args(record, model.engine, platform, store_root)
     engine_kwargs = {k: v for k, v in launch.engine_kwargs.items() if k not in _FROM_RECORD}
     env = dict(launch.env)
     if model.engine.max_loras and store_root is not None:
@@ -42,7 +43,8 @@ def llm_config(model: ModelSettings, record: ModelRecord, platform: Platform, st
     if model.routing == "prefix_affinity":
         deployment["request_router_config"] = router_config(model.affinity)
     return LLMConfig(
-        model_loading_config={"model_id": record.id, "model_source": str(record.path)},
+        # the checkpoint the engine loads: the record's, or its int8 copy (quantization: int8 on the CPU)
+        model_loading_config={"model_id": record.id, "model_source": launch.engine_kwargs["model"]},
         engine_kwargs=engine_kwargs,
         accelerator_config={"kind": "cpu"} if platform is Platform.CPU else {"kind": "gpu"},
         placement_group_config=_placement(model, platform),

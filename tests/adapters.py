@@ -36,11 +36,13 @@ def write_data(path: Path) -> Path:
     return path
 
 
-def turnout(store_root: Path, *args: str, timeout_s: float = 1200) -> subprocess.CompletedProcess:
-    """``turnout ARGS`` against the store at ``store_root``."""
+def turnout(
+    store_root: Path, *args: str, timeout_s: float = 1200, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """``turnout ARGS`` against the store at ``store_root``; ``env``: more environment."""
     import os
 
-    env = {**os.environ, "TURNOUT_HOME": str(store_root), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "TURNOUT_HOME": str(store_root), "HF_HUB_OFFLINE": "1", **(env or {})}
     return subprocess.run(
         [sys.executable, "-c", "from service.cli.app import main; main()", *args],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout_s,

@@ -136,6 +136,8 @@ def _card(target: Any, stats: Any, gateway: Any) -> dict[str, Any]:
     if target.base is not None:  # a LoRA adapter, served by its base model's replicas (vLLM's "parent")
         card["parent"] = target.base
         card["turnout"]["base"] = target.base
+    if target.quantization is not None:
+        card["turnout"]["quantization"] = target.quantization.model_dump(exclude_none=True)
     reason = gateway.backends[target.served_by].unavailable_reason()
     if reason is not None:
         card["turnout"]["unavailable_reason"] = reason

@@ -46,7 +46,7 @@ def doctor(
     cfg = load_config(config)
     targets = select_targets(cfg, models)
     environment = examine_environment(detect_platform())
-    with _stdout_to_stderr():  # vLLM and its engine processes log to stdout
+    with stdout_to_stderr():  # vLLM and its engine processes log to stdout
         report = asyncio.run(run_doctor(
             targets, environment, reference_max_bytes=int(reference_max_gb * GiB),
             on_model=lambda model_id: typer.echo(f"checking {model_id} ...", err=True),
@@ -130,7 +130,7 @@ def _console() -> Console:
 
 
 @contextmanager
-def _stdout_to_stderr() -> Iterator[None]:
+def stdout_to_stderr() -> Iterator[None]:
     """Send file descriptor 1 to stderr (also in child processes) so stdout holds only the report."""
     sys.stdout.flush()
     saved = os.dup(1)

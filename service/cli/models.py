@@ -1,4 +1,5 @@
-"""``turnout models``: list, pull, import, show, rm, demo; finetune and add-adapter for LoRA adapters."""
+"""``turnout models``: list, pull, import, show, rm, demo; finetune and add-adapter for LoRA adapters;
+quantize and compare for quantized models."""
 
 from __future__ import annotations
 
@@ -15,10 +16,13 @@ from engine.demo import prepare_demo_models
 from engine.protocol import ModelRecord, ModelType, SourceKind
 from engine.store import LocalModelManager
 from service.cli.adapters import add_adapter, finetune, print_adapters
+from service.cli.quantize import compare_command, quantize_command
 
 app = typer.Typer(no_args_is_help=True, help="Manage the local model store ($TURNOUT_HOME).")
 app.command("finetune")(finetune)
 app.command("add-adapter")(add_adapter)
+app.command("quantize")(quantize_command)
+app.command("compare")(compare_command)
 JSON_OPT = typer.Option(False, "--json", help="Print JSON instead of a table.")
 FAMILY_OPT = typer.Option(None, "--family", help="Override the detected family.")
 NAME_OPT = typer.Option(None, "--name", help="Model name (the last part of the id).")
@@ -34,10 +38,11 @@ def _print(records: list[ModelRecord], as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps([r.model_dump(mode="json") for r in records], indent=2))
         return
-    table = Table("ID", "FAMILY", "ARCH", "CONTEXT", "DTYPE", "SIZE", "SOURCE", "CAPABILITIES")
+    table = Table("ID", "FAMILY", "ARCH", "CONTEXT", "DTYPE", "QUANT", "SIZE", "SOURCE", "CAPABILITIES")
     for r in records:
         table.add_row(
             r.id, r.family.value, r.architecture, str(r.context_length), r.dtype,
+            r.quantization.label if r.quantization else "-",
             f"{r.size_bytes / 2**20:,.0f} MiB", r.source.value,
             ",".join(c.value for c in r.capabilities),
         )
@@ -105,6 +110,10 @@ def import_model(
     source: SourceKind | None = typer.Option(None, "--source", help="gguf, path or ollama (default: detected)."),
     ollama_home: Path | None = typer.Option(None, "--ollama-dir", help="Ollama store (default $OLLAMA_MODELS or ~/.ollama/models)."),
     copy: bool = typer.Option(False, "--copy", help="Copy a checkpoint directory into the store."),
+    keep_quantized: bool = typer.Option(
+        False, "--keep-quantized",
+        help="GGUF/Ollama: store a quantized GGUF as int8 W8A8 (vLLM has no GGUF loader) instead of bf16.",
+    ),
     name: str | None = NAME_OPT,
     family: ModelType | None = FAMILY_OPT,
     as_json: bool = JSON_OPT,
@@ -115,6 +124,11 @@ def import_model(
                       SourceKind.PATH if Path(location).is_dir() else SourceKind.OLLAMA)
     if kind is SourceKind.PATH:
         coro = manager.register_model(Path(location), family, name=name, copy=copy)
+    elif kind is SourceKind.GGUF:
+        coro = manager.import_gguf(Path(location), family, name=name, keep_quantized=keep_quantized)
+    elif kind is SourceKind.OLLAMA:
+        coro = manager.import_ollama(location, family, name=name, ollama_home=ollama_home,
+                                     keep_quantized=keep_quantized)
     else:
         coro = manager.download_model(location, family, kind, name=name, ollama_home=ollama_home)
     _print([asyncio.run(coro)], as_json)

@@ -75,6 +75,10 @@ def _results(tmp_path):
          "output_tokens_per_s": 500.0},
         {"suite": "cpu_kernels", "path": "vllm", "attention_isa": "vec", "cpu_features": "avx512f",
          "output_tokens_per_s": None, "note": "no AMX: same path as portable"},
+        {"suite": "quantization", "case": "int8_at_load", "weights_bytes": 160 * 2**20, "weights_ratio": 0.6,
+         "rss_bytes": 1600 * 2**20, "tokens_per_s": 180.0, "tokens_per_s_ratio": 0.9, "token_agreement": 0.97,
+         "prompt_agreement": 0.75, "mean_logprob": -3.5, "logprob_gap": 0.04, "source_weights_bytes": 260 * 2**20,
+         "source_rss_bytes": 1700 * 2**20, "source_tokens_per_s": 200.0, "source_mean_logprob": -3.46},
     ]
     path = tmp_path / "bench.json"
     path.write_text(json.dumps({"benchmarks": [{"name": f"t{i}", "extra_info": x} for i, x in enumerate(infos)]}))
@@ -95,6 +99,11 @@ def test_targets_are_computed_from_one_run(tmp_path):
     assert by_name["Turnout at c=32 / transformers sequential"].value == 19
     router = by_name["Router decision with 50 models, p99"]
     assert router.value == 120 and router.met is False
+    weights = by_name["SmolLM2 int8 at load / bf16, weights"]
+    assert weights.value == 0.6 and weights.met is False
+    assert by_name["SmolLM2 int8 at load / bf16, output tokens/s at c=32"].met
+    agreement = by_name["SmolLM2 int8 at load: prompts whose first 64 greedy tokens match bf16's"]
+    assert agreement.value == 0.75 and agreement.met is False
 
 
 def test_report_lists_every_figure_and_writes_plots(tmp_path):
@@ -106,6 +115,8 @@ def test_report_lists_every_figure_and_writes_plots(tmp_path):
     assert "| turnout | 64 | 9000 | 140.6 | 80 |" in text  # capacity
     assert "| vllm | vec | n/a | n/a | no AMX: same path as portable |" in text
     assert "Turnout / vllm serve embeddings: 0.80" in text
+    assert "| bf16 (source) | 260 | 1.00 | 1700 | 200.0 | 1.00 |" in text
+    assert "| int8_at_load | 160 | 0.60 | 1600 | 180.0 | 0.90 | 97.0% | 75% | -3.500 | +0.040 |" in text
     written = plot(figures, tmp_path)
     assert [p.name for p in written] == ["throughput.png", "ttft.png", "capacity.png"]
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in written)

@@ -29,11 +29,13 @@ def converted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     return out_dir, convert_gguf(SMOLLM2_GGUF, out_dir)
 
 
-def _write_gguf(path: Path, architecture: str) -> Path:
+def _write_gguf(path: Path, architecture: str, file_type: int | None = None) -> Path:
     from gguf import GGUFWriter
 
     writer = GGUFWriter(path, architecture)
     writer.add_name("tiny")
+    if file_type is not None:
+        writer.add_file_type(file_type)
     writer.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -210,3 +212,32 @@ def test_converted_model_answers(converted: tuple[Path, dict[str, str]]) -> None
         output = model.generate(**inputs, max_new_tokens=8, do_sample=False)
     answer = tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in answer
+
+
+def test_a_quantized_gguf_can_be_kept_quantized_as_int8(tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    from engine.checkpoint import inspect_checkpoint
+    from engine.gguf import convert_gguf_kept
+
+    out = tmp_path / "kept"
+    out.mkdir()
+    metadata = convert_gguf_kept(SMOLLM2_GGUF, out, keep_quantized=True)
+    assert metadata["gguf.kept_quantized"] == "w8a8" and metadata["general.file_type"] == "3"
+    info = inspect_checkpoint(out, name="smollm2")
+    assert info.quantization.scheme == "w8a8"
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert f.get_slice("model.layers.0.mlp.down_proj.weight").get_dtype() == "I8"
+        assert f.get_slice("model.embed_tokens.weight").get_dtype() == "BF16"
+    assert not (out / ".bf16").exists()
+    assert info.size_bytes < 0.7 * 270_000_000  # bf16 is 270 MB
+    assert (out / "chat_template.jinja").is_file() and (out / "gguf_metadata.json").is_file()
+
+
+def test_an_unquantized_gguf_cannot_be_kept_quantized(tmp_path: Path) -> None:
+    from engine.errors import ClientError
+    from engine.gguf import convert_gguf_kept
+
+    path = _write_gguf(tmp_path / "f16.gguf", "llama", file_type=1)
+    with pytest.raises(ClientError, match="not quantized"):
+        convert_gguf_kept(path, tmp_path, keep_quantized=True)

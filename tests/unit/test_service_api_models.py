@@ -132,3 +132,23 @@ def test_moderation_with_a_model_that_cannot_moderate_and_no_fallbacks_is_400(cl
     response = client.post("/v1/moderations", json={"model": EMBED, "input": "x"})
     assert response.status_code == 400
     assert response.json()["error"]["type"] == "capability_unavailable"
+
+
+def test_models_show_how_a_local_model_is_quantized():
+    from engine.quantization import at_load, detect
+
+    from tests.fakes import demo_records
+
+    records = demo_records()
+    records[0] = records[0].model_copy(update={"quantization": at_load("int8")})
+    w4 = {"quant_method": "gptq", "bits": 4, "group_size": 128}
+    records[1] = records[1].model_copy(update={"quantization": detect({"quantization_config": w4})})
+    client = TestClient(create_app(build_gateway(records=records).gateway, TurnoutConfig(models=[])))
+    cards = {card["id"]: card["turnout"] for card in client.get("/v1/models").json()["data"]}
+    assert cards[NANO]["quantization"] == {
+        "method": "load", "scheme": "int8", "weight_bits": 8, "activation_bits": 8, "weight_type": "int",
+        "origin": "load",
+    }
+    assert cards[JSON_MINI]["quantization"]["scheme"] == "w4a16"
+    assert cards[JSON_MINI]["quantization"]["group_size"] == 128
+    assert "quantization" not in cards[R1] and "quantization" not in cards[CLOUD]

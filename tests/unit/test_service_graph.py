@@ -96,3 +96,19 @@ def test_compiled_mode_on_cpu_is_refused(checkpoint):
     with pytest.raises(ConfigError) as info:
         llm_config(ModelSettings(id=MODEL, engine=EngineSettings(enforce_eager=False)), rec, Platform.CPU)
     assert info.value.param == "enforce_eager"
+
+
+def test_int8_at_load_serves_the_int8_copy_from_the_stores_cache(tmp_path):
+    from safetensors.torch import save_file
+    import torch
+
+    checkpoint = write_checkpoint(tmp_path / "tiny")
+    save_file({"model.layers.0.mlp.up_proj.weight": torch.ones(4, 8, dtype=torch.bfloat16)},
+              str(checkpoint / "model.safetensors"))
+    rec = record(MODEL, [Capability.CHAT], context=2048, size_bytes=16, path=checkpoint)
+    model = ModelSettings(id=MODEL, engine=EngineSettings(quantization="int8"))
+    config = llm_config(model, rec, Platform.CPU, tmp_path / "store")
+    served = Path(config.model_loading_config.model_source)
+    assert served.parent == tmp_path / "store" / "cache" / "int8"
+    assert (served / "config.json").is_file() and config.engine_kwargs["tokenizer"] == str(checkpoint)
+    assert config.engine_kwargs["dtype"] == "bfloat16" and "quantization" not in config.engine_kwargs
