@@ -29,16 +29,26 @@ models: install
 serve: models
 	$(VENV)/bin/turnout serve $(if $(CONFIG),--config $(CONFIG))
 
+# JUnit reports of the last runs (`python -m tests.slowest` reads them); PYTEST_ARGS adds options,
+# e.g. PYTEST_ARGS="--random-order-bucket=package" runs the suite in a random order.
+# Two pytest workers: the engines' tests on one, the graphs' on the other (tests/lifetimes.py).
+REPORTS ?= .reports
+PYTEST_ARGS ?=
+WORKERS ?= 2
+
 test: models
-	$(PY) -m pytest -q --ignore=tests/cluster
+	mkdir -p $(REPORTS)
+	$(PY) -m pytest -q -n $(WORKERS) --ignore=tests/cluster --durations=25 --junitxml=$(REPORTS)/tests.xml $(PYTEST_ARGS)
 
 # The multi-node tier: a 3-node Ray cluster on this machine (head + 2 workers, loopback only),
 # node loss under load, a rolling config deploy, autoscaling across nodes. About 12 minutes.
 test-cluster: models
-	$(PY) -m pytest -q tests/cluster
+	mkdir -p $(REPORTS)
+	$(PY) -m pytest -q tests/cluster --durations=10 --junitxml=$(REPORTS)/cluster.xml $(PYTEST_ARGS)
 
+# While working: no engine, no Ray, under two minutes.
 unit: install
-	$(PY) -m pytest -q tests/unit
+	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
 
 integration: models
 	$(PY) -m pytest -q -m integration
@@ -58,4 +68,4 @@ soak: models
 		$(PY) -m pytest -q -s tests/e2e/test_soak.py
 
 clean:
-	rm -rf $(VENV) $(TURNOUT_HOME)
+	rm -rf $(VENV) $(TURNOUT_HOME) $(REPORTS)

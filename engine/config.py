@@ -293,7 +293,13 @@ def _platform_kwargs(settings: EngineSettings, platform: Platform, *, embedding:
             param="gpu_memory_utilization",
         )
     default_kv = CPU_EMBEDDING_KV_CACHE_BYTES if embedding else CPU_KV_CACHE_BYTES
-    return {"enforce_eager": True, "kv_cache_memory_bytes": kv_bytes or default_kv}
+    kwargs = {"enforce_eager": True, "kv_cache_memory_bytes": kv_bytes or default_kv}
+    if settings.tensor_parallel_size == 1 and settings.engine_args.get("pipeline_parallel_size", 1) == 1:
+        # One rank: the model runs in the engine core's process instead of a worker process of
+        # its own (vLLM's "mp" executor). Same throughput; one process (a ~10 s import of vLLM
+        # and ~0.9 GiB) less per engine, and no shared-memory queue between scheduler and worker.
+        kwargs["distributed_executor_backend"] = "uni"
+    return kwargs
 
 
 def _mla_config(record: ModelRecord) -> dict[str, Any] | None:

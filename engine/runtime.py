@@ -139,6 +139,10 @@ class LocalEngine:
 
     async def shutdown(self) -> None:
         """Stop the engine process and free its memory; calling it again does nothing."""
+        self.close()
+
+    def close(self) -> None:
+        """:meth:`shutdown` for callers outside the event loop (it does not wait on the loop)."""
         llm, self._llm = self._llm, None
         if llm is not None:
             llm.shutdown()

@@ -81,6 +81,7 @@ class TurnoutEdge(TurnoutLLMServer):
         old, self.engine = self.engine, None
         try:
             await _shut_down(old)
+            self._adapters.clear()  # the new engine has loaded none of them
             await self.start()
             log.warning("the engine of %s serves again", self._llm_config.model_id)
         except Exception:  # noqa: BLE001 - the next health check tries again

@@ -21,9 +21,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncGenerator
 from typing import Any
 
+from ray.llm._internal.serve.constants import RAYLLM_VLLM_ENGINE_CLS_ENV as ENGINE_CLASS_ENV
 from ray.llm._internal.serve.core.configs.llm_config import DiskMultiplexConfig
 from ray.llm._internal.serve.engines.vllm import vllm_models
 from ray.llm._internal.serve.utils.batcher import Batcher
@@ -87,6 +89,13 @@ class TurnoutLLMServer(LLMServer):
         bind_replica_grpc_to_node()
         self._adapters: dict[str, asyncio.Task[None]] = {}  # adapter id -> its load
         await super().__init__(*args, **kwargs)
+
+    def _get_default_engine_class(self) -> type:
+        if os.environ.get(ENGINE_CLASS_ENV):  # Ray's own injection point (benchmarks use it)
+            return super()._get_default_engine_class()
+        from service.engine_class import TurnoutVLLMEngine
+
+        return TurnoutVLLMEngine
 
     async def _run_request(self, request: Any, **kwargs: Any) -> Any:
         model = getattr(request, "model", None)

@@ -10,7 +10,9 @@ import pytest
 from engine.demo import DEEPSEEK_ID, MINILM_ID, SMOLLM2_ID, prepare_demo_models
 from engine.protocol import ModelRecord
 from engine.store import LocalModelManager
-from tests.graph import deployment  # noqa: F401 - the session's demo graph, shared by e2e tiers
+from tests.graph import cloud_standin, deployment, graph_store  # noqa: F401 - session resources of the e2e tiers
+
+pytest_plugins = ["tests.lifetimes"]  # the run order, and resources stopped after their last test
 
 REPO = Path(__file__).resolve().parent.parent
 # Any Ray started in or below the test process stays on loopback (tests send traffic only there).

@@ -35,6 +35,10 @@ FAST_SERVE_ENV = {
     # the edge model's ingress request router (routing: prefix_affinity) reads the prompt
     "RAY_SERVE_INGRESS_REQUEST_ROUTER_FORWARD_BODY": "1",
 }
+# On one machine HAProxy runs beside the replicas and hears of a removed replica within a second;
+# Ray keeps a removed direct-ingress replica reachable for 30 s so that load balancers elsewhere can
+# deregister it, which made every Ctrl-C and every replica replacement wait 30 s here.
+LOCAL_SERVE_ENV = {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2"}
 CONFIG_OPT = typer.Option(None, "--config", "-c", help="Turnout YAML (default: the demo graph).")
 
 
@@ -140,7 +144,7 @@ def local_ray_environment(*, haproxy: bool) -> None:
     a single-machine cluster on 127.0.0.1. Ray reads these variables when its modules are
     imported, in this process and in every process it starts, so they go into ``os.environ``.
     """
-    for name, value in {**LOOPBACK_RAY_ENV, **(FAST_SERVE_ENV if haproxy else {})}.items():
+    for name, value in {**LOOPBACK_RAY_ENV, **({**FAST_SERVE_ENV, **LOCAL_SERVE_ENV} if haproxy else {})}.items():
         os.environ.setdefault(name, value)
 
 

@@ -68,20 +68,28 @@ class RayCluster:
         self.workers[name], self.metrics_ports[name] = node, port
         self.names[node.node_id] = name
 
-    def lose_worker(self, name: str) -> list[int]:
-        """Kill a worker node outright, as a lost machine; the pids of its processes still alive
-        10 s later (engines orphaned by the node's end), which are then killed."""
+    def lose_worker(self, name: str) -> list[psutil.Process]:
+        """Kill a worker node outright, as a lost machine; the node's processes as they were."""
         node = self.workers.pop(name)
         raylet = psutil.Process(node.all_processes["raylet"][0].process.pid)
         processes = raylet.children(recursive=True)
         self.cluster.remove_node(node, allow_graceful=False)
-        deadline = time.monotonic() + 10
+        return processes
+
+    @staticmethod
+    def orphans(processes: list[psutil.Process], grace_s: float = 30) -> list[str]:
+        """Those of a lost node's ``processes`` still alive ``grace_s`` after the loss (engines
+        orphaned by the node's end; an engine process notices within a second, one still
+        importing vLLM when its parent died once the import is done), each as "pid command
+        line"; they are killed."""
+        deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline and any(_alive(p) for p in processes):
             time.sleep(0.2)
         survivors = [p for p in processes if _alive(p)]
+        described = [f"{p.pid} {_command(p)}" for p in survivors]
         for process in survivors:
             process.kill()
-        return [p.pid for p in survivors]
+        return described
 
     def serve_details(self) -> dict[str, Any]:
         """Serve's instance details from the dashboard (what ``serve status`` and KubeRay read)."""
@@ -127,6 +135,13 @@ class RayCluster:
 def auth_headers() -> dict[str, str]:
     """The cluster's token as Ray's HTTP APIs take it."""
     return {"Authorization": f"Bearer {os.environ['RAY_AUTH_TOKEN']}"}
+
+
+def _command(process: psutil.Process) -> str:
+    try:
+        return " ".join(process.cmdline())[:200]
+    except psutil.Error:
+        return "?"
 
 
 def _alive(process: psutil.Process) -> bool:

@@ -23,7 +23,7 @@ import httpx
 import pytest
 import yaml
 
-from engine.demo import DEEPSEEK_ID, MINILM_ID, SMOLLM2_ID
+from engine.demo import DEEPSEEK_ID, SMOLLM2_ID
 from tests.cluster.conftest import ACCEL, NODE_B, RayCluster
 from tests.cluster.load import HANG, OK, TRANSPORT, Load, summary
 from tests.servers import REPO, Server, answers, free_port, start, wait_until
@@ -129,7 +129,7 @@ def test_losing_a_worker_under_load_hangs_nothing_and_recovers(ray_cluster, join
     load = Load(base_url, [SMOLLM2_ID, DEEPSEEK_ID, "auto"], clients=12).start()
     time.sleep(10)
     lost_at = time.monotonic()
-    orphans = ray_cluster.lose_worker("b")
+    lost = ray_cluster.lose_worker("b")
     detected = until(lambda: "unavailable_reason" in card(base_url, DEEPSEEK_ID), 60, "DeepSeek reported unavailable", 0.5)
     reason = card(base_url, DEEPSEEK_ID)["unavailable_reason"]
     metric = until(
@@ -138,6 +138,7 @@ def test_losing_a_worker_under_load_hangs_nothing_and_recovers(ray_cluster, join
     )
     time.sleep(max(0.0, lost_at + 40 - time.monotonic()))  # 40 s of load after the loss
     outcomes = load.stop()
+    orphans = ray_cluster.orphans(lost, grace_s=max(0.0, lost_at + 30 - time.monotonic()))
     during = summary(outcomes)
     after_detection = [o for o in outcomes if o.started > lost_at + detected + 5]
     deepseek_after = [o for o in after_detection if o.model == DEEPSEEK_ID]
@@ -146,7 +147,7 @@ def test_losing_a_worker_under_load_hangs_nothing_and_recovers(ray_cluster, join
         "metric_s": round(metric, 1), "requests_after_detection": len(after_detection),
         "deepseek_after_detection": len(deepseek_after),
         "deepseek_after_detection_max_s": round(max((o.ended - o.started for o in deepseek_after), default=0), 2),
-        "orphaned_processes": len(orphans), "reason": reason,
+        "orphaned_processes": orphans, "reason": reason,
         "not_ok": [(o.model, o.stream, round(o.started - lost_at, 1), o.result, o.detail[:120])
                    for o in outcomes if o.result != OK],
     })

@@ -1,57 +1,45 @@
 """Fine-tuning and serving LoRA adapters, as a user does it: ``turnout models finetune`` on the
 CPU, then the served graph answers through the adapter id with what the adapter learnt.
 
-A store of its own (SmolLM2 and MiniLM registered in place from the session's store) and a graph
-of its own: one SmolLM2 replica whose engine serves up to two adapters at once, and MiniLM (the
-embedding model a Parlant agent needs).
+On the session's demo graph (tests/graph.py), whose SmolLM2 engine serves up to two adapters at
+once: the adapter is trained into the graph's store while the graph runs, so every adapter here
+is one registered after the graph started.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 
-from engine.demo import MINILM_ID, SMOLLM2_ID
+from engine.demo import SMOLLM2_ID
 from engine.store import LocalModelManager
 from tests.adapters import QUESTION, finetune, turnout, write_data
-from tests.servers import Server, free_port, turnout_beside
+from tests.graph import Deployment
+from tests.servers import Server
 
 pytestmark = pytest.mark.e2e
 ZUB = f"{SMOLLM2_ID}:zubrowka"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, demo_store: LocalModelManager) -> tuple[Path, str, str]:
-    """(store root, finetune's stdout, its stderr) after training the Zubrowka adapter."""
-    root = tmp_path_factory.mktemp("adapter-store")
-    for model in (SMOLLM2_ID, MINILM_ID):
-        record = demo_store.get_model(model)
-        imported = turnout(root, "models", "import", str(record.path), "--name", record.name, "--family", record.family.value)
-        assert imported.returncode == 0, imported.stderr
+def trained(deployment: Deployment) -> tuple[Path, str, str]:
+    """(store root, finetune's stdout, its stderr) after training the Zubrowka adapter into the
+    demo graph's store."""
+    root = deployment.store.root
     result = finetune(root, SMOLLM2_ID, "zubrowka", write_data(root / "zubrowka.jsonl"), "--threads", "2")
     assert result.returncode == 0, result.stderr[-3000:]
     return root, result.stdout, result.stderr
 
 
 @pytest.fixture(scope="module")
-def served(trained, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str, int]]:
-    root = trained[0]
-    metrics_port = free_port()
-    config = {
-        "models": [{"id": SMOLLM2_ID, "engine": {"max_loras": 2, "max_lora_rank": 8, "cpu_threads_bind": "0"}},
-                   {"id": MINILM_ID, "engine": {"cpu_threads_bind": "1"}}],
-        "server": {"metrics_export_port": metrics_port},
-        "limits": {"first_token_timeout_s": 120},
-        "response_cache": {"enabled": False},
-    }
-    with turnout_beside(config, tmp_path_factory.mktemp("adapters"), root) as (server, base):
-        yield server, base, metrics_port
+def served(trained, deployment: Deployment) -> tuple[Server, str, str]:
+    """(the graph's process, its base URL, its metrics URL), once the adapter is registered."""
+    return deployment.server, deployment.base_url, deployment.metrics_url
 
 
 def _ask(base: str, model: str) -> httpx.Response:
@@ -86,9 +74,11 @@ def test_the_adapter_answers_with_what_it_learnt_and_the_base_does_not(served) -
     assert adapted.headers["x-turnout-route"] == f"{ZUB}=served"
     assert plain.headers["x-turnout-model"] == SMOLLM2_ID
     # both answered by the one SmolLM2 replica and its one engine
-    processes = [" ".join(p.cmdline()) for p in psutil.Process(server.process.pid).children(recursive=True)]
-    assert len([c for c in processes if "model:local--llama--smollm2" in c and "replica" in c.lower()]) == 1
-    assert len([c for c in processes if c.startswith("VLLM::EngineCore")]) == 2, processes  # SmolLM2's, MiniLM's
+    replicas = [p for p in psutil.Process(server.process.pid).children(recursive=True)
+                if "model:local--llama--smollm2" in " ".join(p.cmdline()) and "replica" in " ".join(p.cmdline()).lower()]
+    assert len(replicas) == 1
+    engines = [" ".join(c.cmdline()) for c in replicas[0].children(recursive=True)]
+    assert len([c for c in engines if c.startswith("VLLM::EngineCore")]) == 1, engines
     cards = {c["id"]: c for c in httpx.get(f"{base}/v1/models", timeout=30).json()["data"]}
     assert cards[ZUB]["parent"] == SMOLLM2_ID
 
@@ -105,11 +95,11 @@ def test_an_adapter_registered_after_start_is_served_without_a_restart(served, t
 
 
 def test_metrics_name_the_adapter(served) -> None:
-    _, base, metrics_port = served
+    _, base, metrics_url = served
     _content(_ask(base, ZUB))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        text = httpx.get(f"http://127.0.0.1:{metrics_port}", timeout=10).text
+        text = httpx.get(metrics_url, timeout=10).text
         if f'model="{ZUB}"' in text:
             break
         time.sleep(3)

@@ -1,8 +1,10 @@
 """Caching on a real graph: prefix affinity between two SmolLM2 replicas, and the response cache.
 
-A graph of its own: SmolLM2 with two replicas, ``routing: prefix_affinity`` (HAProxy asks Ray
-Serve LLM's ingress request router, which applies Turnout's ``PrefixAffinityRouter``, which edge
-replica gets a request), and the response cache on (the default).
+On the session's two-replica graph (``two_replicas`` in tests/e2e/conftest.py): SmolLM2 with two
+replicas, ``routing: prefix_affinity`` (HAProxy asks Ray Serve LLM's ingress request router, which
+applies Turnout's ``PrefixAffinityRouter``, which edge replica gets a request), and the response
+cache on (the default). Other tests use the graph too, so figures read from its metrics are the
+changes a test made, not totals.
 """
 
 from __future__ import annotations
@@ -10,36 +12,29 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
 from engine.demo import SMOLLM2_ID
-from engine.store import LocalModelManager
 from tests.dashboard import CACHING_METRICS, scraped_names
-from tests.servers import free_port, turnout_beside
 
 pytestmark = pytest.mark.e2e
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def france(asker: str) -> list[dict[str, str]]:
+    """The question about France, with a system line of its own per test: its prompt has no
+    history in the router's table from other tests on the shared graph."""
+    return [{"role": "system", "content": f"You answer {asker}'s questions."}, *FRANCE]
 PRODUCTS = ["gardening tools", "kitchen knives", "bicycle parts", "office chairs"]
 
 
-@pytest.fixture(scope="module")
-def graph(tmp_path_factory: pytest.TempPathFactory, demo_store: LocalModelManager) -> Iterator[tuple[str, str]]:
-    """(API base URL, metrics URL) of the graph."""
-    metrics_port = free_port()
-    config = {
-        "models": [{
-            "id": SMOLLM2_ID, "replicas": 2, "routing": "prefix_affinity",
-            "engine": {"cpu_threads_bind": "nobind"},
-        }],
-        "server": {"metrics_export_port": metrics_port},
-        "limits": {"health_check_period_s": 2, "first_token_timeout_s": 60},
-    }
-    with turnout_beside(config, tmp_path_factory.mktemp("caching"), demo_store.root) as (_, base):
-        yield base, f"http://127.0.0.1:{metrics_port}"
+@pytest.fixture
+def graph(two_replicas) -> tuple[str, str]:
+    """(API base URL, metrics URL) of the two-replica graph."""
+    return two_replicas.base_url, two_replicas.metrics_url
 
 
 def agent(product: str) -> str:
@@ -73,8 +68,26 @@ def _wait_for(metrics_url: str, name: str, label: str, done, timeout_s: float = 
     return values
 
 
+def _settled(metrics_url: str, name: str, label: str) -> dict[str, float]:
+    """``name`` per ``label`` once Ray's export has caught up (two reads in a row agree)."""
+    values = _counter(httpx.get(metrics_url, timeout=10).text, name, label)
+    while True:
+        time.sleep(3)
+        again = _counter(httpx.get(metrics_url, timeout=10).text, name, label)
+        if again == values:
+            return values
+        values = again
+
+
+def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0)}
+
+
 def test_prompts_that_share_a_prefix_go_where_it_is_cached(graph) -> None:
     base, metrics = graph
+    decided = _settled(metrics, "ray_turnout_affinity_decisions_total", "kind")
+    queried = _settled(metrics, "ray_vllm_prefix_cache_queries_total", "ReplicaId")
+    hit = _counter(httpx.get(metrics, timeout=10).text, "ray_vllm_prefix_cache_hits_total", "ReplicaId")
 
     def ask(client: httpx.Client, turn: int, product: str) -> None:
         messages = [{"role": "system", "content": agent(product)},
@@ -93,12 +106,13 @@ def test_prompts_that_share_a_prefix_go_where_it_is_cached(graph) -> None:
         for turn in (1, 2):
             for product in PRODUCTS:
                 ask(client, turn, product)
-    decisions = _wait_for(metrics, "ray_turnout_affinity_decisions_total", "kind",
-                          lambda v: sum(v.values()) >= 12)
+    decisions = _delta(_wait_for(metrics, "ray_turnout_affinity_decisions_total", "kind",
+                                 lambda v: sum(_delta(v, decided).values()) >= 12), decided)
     # the first question about each shop is new; every later one goes where its prefix is
     assert decisions.get("new") == 4 and decisions.get("hit") == 8, decisions
-    queries = _wait_for(metrics, "ray_vllm_prefix_cache_queries_total", "ReplicaId", lambda v: len(v) == 2)
-    hits = _counter(httpx.get(metrics, timeout=10).text, "ray_vllm_prefix_cache_hits_total", "ReplicaId")
+    queries = _delta(_wait_for(metrics, "ray_vllm_prefix_cache_queries_total", "ReplicaId",
+                               lambda v: len(_delta(v, queried)) == 2), queried)
+    hits = _delta(_counter(httpx.get(metrics, timeout=10).text, "ray_vllm_prefix_cache_hits_total", "ReplicaId"), hit)
     # the four shops are spread over both replicas, and vLLM found most prompt tokens cached
     assert len(queries) == 2 and all(q > 0 for q in queries.values()), queries
     assert sum(hits.values()) / sum(queries.values()) > 0.5, (hits, queries)
@@ -106,7 +120,7 @@ def test_prompts_that_share_a_prefix_go_where_it_is_cached(graph) -> None:
 
 def test_idle_replicas_answer_at_once(graph) -> None:
     base, _ = graph
-    body = {"model": SMOLLM2_ID, "messages": FRANCE, "max_tokens": 1, "temperature": 0.8}
+    body = {"model": SMOLLM2_ID, "messages": france("Idle"), "max_tokens": 1, "temperature": 0.8}
     slowest = 0.0
     with httpx.Client(base_url=base, timeout=120) as client:
         for _ in range(20):
@@ -121,7 +135,7 @@ def test_idle_replicas_answer_at_once(graph) -> None:
 
 def test_a_repeated_greedy_request_is_answered_from_the_cache(graph) -> None:
     base, metrics = graph
-    body = {"model": SMOLLM2_ID, "messages": FRANCE, "max_tokens": 16, "temperature": 0}
+    body = {"model": SMOLLM2_ID, "messages": france("Anna"), "max_tokens": 16, "temperature": 0}
     with httpx.Client(base_url=base, timeout=120) as client:
         first = client.post("/v1/chat/completions", json=body)
         second = client.post("/v1/chat/completions", json=body)
@@ -139,7 +153,7 @@ def test_a_repeated_greedy_request_is_answered_from_the_cache(graph) -> None:
 
 def test_a_cached_stream_replays_like_a_live_one(graph) -> None:
     base, _ = graph
-    body = {"model": SMOLLM2_ID, "messages": FRANCE, "max_tokens": 16, "temperature": 0, "stream": True,
+    body = {"model": SMOLLM2_ID, "messages": france("Ben"), "max_tokens": 16, "temperature": 0, "stream": True,
             "stream_options": {"include_usage": True}}
     with httpx.Client(base_url=base, timeout=120) as client:
         live = client.post("/v1/chat/completions", json=body)

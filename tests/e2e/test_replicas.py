@@ -1,35 +1,31 @@
 """Several replicas of the edge model on the fast path: both serve, and losing one loses nothing.
 
-A graph of its own (the session's demo graph has one replica per model): SmolLM2 with two
-replicas, each hosting an engine and serving HTTP behind HAProxy, one engine thread per core.
+On the session's two-replica graph (``two_replicas`` in tests/e2e/conftest.py; the demo graph has
+one replica per model): SmolLM2 with two replicas, each hosting an engine and serving HTTP behind
+HAProxy. The test that kills a replica waits for Serve to replace it before it ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Iterator
+import time
 
 import httpx
 import psutil
 import pytest
 
 from engine.demo import SMOLLM2_ID
-from engine.store import LocalModelManager
-from tests.servers import Server, turnout_beside
+from tests.servers import Server
 
 pytestmark = pytest.mark.e2e
 HELLO = [{"role": "user", "content": "Hello"}]
+REPLACED_S = 400
 
 
-@pytest.fixture(scope="module")
-def two_replicas(tmp_path_factory: pytest.TempPathFactory, demo_store: LocalModelManager) -> Iterator[tuple[Server, str]]:
-    config = {
-        "models": [{"id": SMOLLM2_ID, "replicas": 2, "engine": {"cpu_threads_bind": "nobind"}}],
-        "limits": {"health_check_period_s": 2, "first_token_timeout_s": 30},
-    }
-    with turnout_beside(config, tmp_path_factory.mktemp("replicas"), demo_store.root) as running:
-        yield running
+@pytest.fixture
+def two(two_replicas) -> tuple[Server, str]:
+    return two_replicas.server, two_replicas.base_url
 
 
 def _edge_replicas(server: Server) -> list[psutil.Process]:
@@ -55,8 +51,8 @@ async def _chats(base: str, count: int, max_tokens: int = 24) -> list[httpx.Resp
         return list(await asyncio.gather(*calls, return_exceptions=True))
 
 
-def test_requests_are_spread_over_both_replicas(two_replicas) -> None:
-    server, base = two_replicas
+def test_requests_are_spread_over_both_replicas(two) -> None:
+    server, base = two
     replicas = _edge_replicas(server)
     assert len(replicas) == 2
     before = [_cpu(p) for p in replicas]
@@ -68,8 +64,8 @@ def test_requests_are_spread_over_both_replicas(two_replicas) -> None:
     assert min(busy) > 0.2 * max(busy), busy
 
 
-def test_losing_a_replica_loses_no_request(two_replicas) -> None:
-    server, base = two_replicas
+def test_losing_a_replica_loses_no_request(two, two_replicas) -> None:
+    server, base = two
     victim = _edge_replicas(server)[0]
 
     async def run() -> tuple[list, list]:
@@ -87,3 +83,14 @@ def test_losing_a_replica_loses_no_request(two_replicas) -> None:
     assert [outcome(r) for r in during] == [200] * len(during)
     assert [outcome(r) for r in after] == [200] * len(after)
     assert all(r.headers["x-turnout-route"] == f"{SMOLLM2_ID}=served" for r in during + after)
+    _wait_for_two_serving(two_replicas)
+
+
+def _wait_for_two_serving(graph) -> None:
+    """Serve replaces the killed replica: wait until both replicas run again (the graph is shared)."""
+    deadline = time.monotonic() + REPLACED_S
+    while time.monotonic() < deadline:
+        if graph.running_replicas(SMOLLM2_ID) == 2:
+            return
+        time.sleep(3)
+    raise AssertionError(f"the killed replica was not replaced within {REPLACED_S}s")

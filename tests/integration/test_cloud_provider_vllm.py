@@ -1,26 +1,23 @@
 """The OpenAI-compatible provider against a real OpenAI-compatible server: vLLM's own.
 
-vLLM's API server stands in for a cloud provider. It starts once per session on loopback with
-the demo SmolLM2 checkpoint (from the ``smollm2_record`` fixture in tests/conftest.py), eager
-mode (compiled mode gives wrong answers on the CPU), an explicit KV cache size, and an API key.
+vLLM's API server stands in for a cloud provider: the session's stand-in (``cloud_standin`` in
+tests/graph.py), on loopback with the demo SmolLM2 checkpoint, eager mode, an explicit KV cache
+size and an API key. The demo graph uses the same server as its cloud target.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
-import signal
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 import pytest_asyncio
 
-from engine.protocol import ModelRecord
-from tests.servers import answers, free_port, start, vllm_server_command, wait_until
+from tests.graph import CLOUD_NAME, Standin
+from tests.servers import free_port
 from router.errors import ContextLengthExceededError, TargetTimeoutError, TargetUnavailableError
 from router.fallback import classify_failure
 from router.protocol import FallbackReason
@@ -32,38 +29,9 @@ from router.providers import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
-SERVED_NAME = "acme-smol"
+SERVED_NAME = CLOUD_NAME
 KEY_ENV = "TURNOUT_TEST_UPSTREAM_KEY"
-START_TIMEOUT_S = 240.0
-STOP_TIMEOUT_S = 30.0
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
-
-
-@dataclass(frozen=True)
-class Upstream:
-    """A running vLLM server: where it listens and the key it wants."""
-
-    base_url: str
-    api_key: str
-
-
-@pytest.fixture(scope="module")
-def vllm_upstream(
-    smollm2_record: ModelRecord, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Upstream]:
-    api_key = f"sk-upstream-{secrets.token_hex(12)}"
-    port = free_port()
-    log = tmp_path_factory.mktemp("vllm-upstream") / "server.log"
-    server = start(
-        vllm_server_command(smollm2_record.path, SERVED_NAME, port, api_key), log,
-        env={"VLLM_CPU_OMP_THREADS_BIND": "nobind", "VLLM_NO_USAGE_STATS": "1"},
-    )
-    try:
-        elapsed = wait_until(server, lambda: answers(f"http://127.0.0.1:{port}/health"), START_TIMEOUT_S)
-        logging.getLogger(__name__).info("vLLM server healthy after %.1f s", elapsed)
-        yield Upstream(f"http://127.0.0.1:{port}/v1", api_key)
-    finally:
-        server.stop(signal.SIGTERM, STOP_TIMEOUT_S)
 
 
 class Attempts:
@@ -99,15 +67,15 @@ def counted() -> Iterator[tuple[httpx.AsyncClient, Attempts]]:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def provider(
-    vllm_upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+    cloud_standin: Standin, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[OpenAICompatibleProvider]:
-    monkeypatch.setenv(KEY_ENV, vllm_upstream.api_key)
-    async with OpenAICompatibleProvider(settings(vllm_upstream.base_url)) as upstream:
+    monkeypatch.setenv(KEY_ENV, cloud_standin.api_key)
+    async with OpenAICompatibleProvider(settings(cloud_standin.base_url)) as upstream:
         yield upstream
 
 
 async def test_chat_answers_the_capital_of_france(
-    provider: OpenAICompatibleProvider, vllm_upstream: Upstream, caplog: pytest.LogCaptureFixture
+    provider: OpenAICompatibleProvider, cloud_standin: Standin, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     answer = await provider.chat(
@@ -115,7 +83,7 @@ async def test_chat_answers_the_capital_of_france(
     )
     assert answer["model"] == SERVED_NAME
     assert "Paris" in answer["choices"][0]["message"]["content"]
-    assert all(vllm_upstream.api_key not in record.getMessage() for record in caplog.records)
+    assert all(cloud_standin.api_key not in record.getMessage() for record in caplog.records)
 
 
 async def test_streaming_chat_yields_chunks_of_an_answer(
@@ -152,13 +120,13 @@ async def test_health_check(provider: OpenAICompatibleProvider) -> None:
 
 
 async def test_a_wrong_key_is_an_auth_error_without_retries(
-    vllm_upstream: Upstream,
+    cloud_standin: Standin,
     counted: tuple[httpx.AsyncClient, Attempts],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     client, attempts = counted
     monkeypatch.setenv(KEY_ENV, "sk-not-the-right-key")
-    async with client, OpenAICompatibleProvider(settings(vllm_upstream.base_url), client) as wrong:
+    async with client, OpenAICompatibleProvider(settings(cloud_standin.base_url), client) as wrong:
         with pytest.raises(UpstreamAuthError, match="401") as caught:
             await wrong.chat({"model": "smollm2", "messages": FRANCE, "max_tokens": 4})
         assert attempts.count == 1
@@ -180,12 +148,12 @@ async def test_a_closed_port_is_unavailable_after_the_retries(
 
 
 async def test_a_too_short_first_token_timeout_times_out(
-    vllm_upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+    cloud_standin: Standin, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A long prompt keeps prefill busy for seconds, so the deadline passes after the upstream
     # accepted the request and before its first chunk, not while connecting.
-    monkeypatch.setenv(KEY_ENV, vllm_upstream.api_key)
-    impatient = settings(vllm_upstream.base_url, first_token_timeout_s=0.3)
+    monkeypatch.setenv(KEY_ENV, cloud_standin.api_key)
+    impatient = settings(cloud_standin.base_url, first_token_timeout_s=0.3)
     long_question = [{"role": "user", "content": "Paris " * 1500 + "What is this city?"}]
     body = {"model": "smollm2", "messages": long_question, "max_tokens": 4}
     async with OpenAICompatibleProvider(impatient) as provider:

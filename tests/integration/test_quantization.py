@@ -59,7 +59,7 @@ async def test_quantize_then_serve_round_trip(quant_store, demo_store):
     # benchmarks/test_quantization.py and test_compare_reports_agreement_and_sizes
     python = await asyncio.to_thread(tool_python, demo_store.root)  # llm-compressor's, once per machine
     done = await asyncio.to_thread(
-        turnout, quant_store.root, "models", "quantize", SMOLLM2_ID, "--scheme", "w8a8", "--json", env={PYTHON_ENV: str(python)}, timeout_s=1500,
+        turnout, quant_store.root, "models", "quantize", SMOLLM2_ID, "--scheme", "w8a8", "--samples", "16", "--json", env={PYTHON_ENV: str(python)}, timeout_s=1500,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     record = LocalModelManager(quant_store.root).get_model(W8A8_ID)

@@ -14,9 +14,6 @@ last test does that for one checkpoint in every run, so the suite shows it can t
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -28,10 +25,10 @@ from engine.reference import ReferenceEmbedder, ReferenceModel, cosine
 from engine.runtime import LocalEngine
 from engine.store import LocalModelManager
 from engine.tiny_deepseek import write_tiny_deepseek_v2_lite, write_tiny_deepseek_v3
+from tests.integration.conftest import KERNELS
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
-KERNELS = CpuKernels(os.environ.get("TURNOUT_TEST_CPU_KERNELS", CpuKernels.PORTABLE.value))
 N_TOKENS = 32
 PROMPTS = [
     [{"role": "user", "content": "What is the capital of France?"}],
@@ -72,19 +69,12 @@ async def sensitive_store(tmp_path_factory: pytest.TempPathFactory, smollm2_reco
     return store
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def smollm2(smollm2_record: ModelRecord) -> AsyncIterator[LocalEngine]:
-    async with await _started(smollm2_record) as engine:
-        yield engine
+async def test_smollm2_matches_its_reference(smollm2_engine: LocalEngine, smollm2_record: ModelRecord) -> None:
+    assert await _check(smollm2_engine, ReferenceModel(smollm2_record.path)) == []
 
 
-async def test_smollm2_matches_its_reference(smollm2: LocalEngine, smollm2_record: ModelRecord) -> None:
-    assert await _check(smollm2, ReferenceModel(smollm2_record.path)) == []
-
-
-async def test_demo_deepseek_matches_its_reference(deepseek_record: ModelRecord) -> None:
-    async with await _started(deepseek_record, max_model_len=2048) as engine:
-        assert await _check(engine, ReferenceModel(deepseek_record.path)) == []
+async def test_demo_deepseek_matches_its_reference(deepseek_engine: LocalEngine, deepseek_record: ModelRecord) -> None:
+    assert await _check(deepseek_engine, ReferenceModel(deepseek_record.path)) == []
 
 
 @pytest.mark.parametrize("name", ["v3-sensitive", "v2-lite-sensitive"])
@@ -94,9 +84,8 @@ async def test_random_deepseek_matches_its_reference(sensitive_store: LocalModel
         assert await _check(engine, ReferenceModel(record.path)) == []
 
 
-async def test_minilm_embeddings_match_their_reference(minilm_record: ModelRecord) -> None:
-    async with await _started(minilm_record) as engine:
-        vectors = await engine.embed(TEXTS)
+async def test_minilm_embeddings_match_their_reference(minilm_engine: LocalEngine, minilm_record: ModelRecord) -> None:
+    vectors = await minilm_engine.embed(TEXTS)
     expected = ReferenceEmbedder(minilm_record.path).embed(TEXTS)
     similarities = [cosine(a, b) for a, b in zip(vectors, expected)]
     assert min(similarities) >= 0.99, similarities

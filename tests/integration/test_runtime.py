@@ -1,7 +1,7 @@
 """The real vLLM engine on the CPU with the demo models, through engine.runtime.LocalEngine.
 
-Each engine starts once per session; the model records come from the session fixtures
-``smollm2_record``, ``deepseek_record`` and ``minilm_record`` (tests/conftest.py). Tests and
+The engines are the integration package's (tests/integration/conftest.py), shared with the
+reference checks; the model records come from the session fixtures (tests/conftest.py). Tests and
 engine fixtures share the session event loop: an engine's output handler runs on the loop of its
 first request, and requests from any other loop fail.
 """
@@ -11,15 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import AsyncIterator
 
 import jsonschema
 import pytest
-import pytest_asyncio
 
-from engine.config import build_engine_args
 from engine.errors import ClientError
-from engine.protocol import ModelRecord
 from engine.runtime import LocalEngine
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -37,22 +33,19 @@ ANSWER_SCHEMA = {
 }
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def smollm2(smollm2_record: ModelRecord) -> AsyncIterator[LocalEngine]:
-    async with await LocalEngine.start(build_engine_args(smollm2_record)) as engine:
-        yield engine
+@pytest.fixture
+def smollm2(smollm2_engine: LocalEngine) -> LocalEngine:
+    return smollm2_engine
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def deepseek(deepseek_record: ModelRecord) -> AsyncIterator[LocalEngine]:
-    async with await LocalEngine.start(build_engine_args(deepseek_record)) as engine:
-        yield engine
+@pytest.fixture
+def deepseek(deepseek_engine: LocalEngine) -> LocalEngine:
+    return deepseek_engine
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def minilm(minilm_record: ModelRecord) -> AsyncIterator[LocalEngine]:
-    async with await LocalEngine.start(build_engine_args(minilm_record)) as engine:
-        yield engine
+@pytest.fixture
+def minilm(minilm_engine: LocalEngine) -> LocalEngine:
+    return minilm_engine
 
 
 async def test_smollm2_knows_the_capital_of_france(smollm2: LocalEngine) -> None:

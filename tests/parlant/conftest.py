@@ -1,5 +1,6 @@
 """A Turnout backend for the Parlant adapter's tests: the demo graph, started once per session
-with the real ``turnout serve`` command (or an already running one named by TURNOUT_PARLANT_URL)."""
+with the real ``turnout serve`` command (or an already running one named by TURNOUT_PARLANT_URL).
+The dependency on the demo graph is declared, so the graph stops after the last of these tests."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.graph import Deployment
 from tests.servers import free_port
 
 if TYPE_CHECKING:
@@ -30,10 +32,16 @@ DEEPSEEK_ID = "local/deepseek/deepseek-v3-tiny"
 MINILM_ID = "local/embedding/all-minilm-l6-v2"
 
 
-@pytest.fixture(scope="session")
-def turnout_url(request: pytest.FixtureRequest) -> str:
-    """The session's demo graph (tests/graph.py), or a running backend named by TURNOUT_PARLANT_URL."""
-    return os.environ.get("TURNOUT_PARLANT_URL") or request.getfixturevalue("deployment").base_url
+if os.environ.get("TURNOUT_PARLANT_URL"):
+    @pytest.fixture(scope="session")
+    def turnout_url() -> str:
+        """A running backend named by TURNOUT_PARLANT_URL."""
+        return os.environ["TURNOUT_PARLANT_URL"]
+else:
+    @pytest.fixture(scope="session")
+    def turnout_url(deployment: Deployment) -> str:
+        """The session's demo graph (tests/graph.py)."""
+        return deployment.base_url
 
 
 @pytest.fixture(scope="session")

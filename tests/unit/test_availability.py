@@ -17,7 +17,7 @@ from router.errors import TargetUnavailableError
 from service.api.app import create_app
 from service.backends.availability import apply_status, unavailable_reasons
 from service.config import TurnoutConfig
-from tests.fakes import JSON_MINI, NANO, MetricRecorder, build_gateway, chat_body, chunk
+from tests.fakes import JSON_MINI, NANO, build_gateway, chat_body, chunk
 from tests.unit.test_service_backends import FakeResponses, post_chat, replica, sse
 
 UNPLACED = (

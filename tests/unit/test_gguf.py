@@ -214,12 +214,24 @@ def test_converted_model_answers(converted: tuple[Path, dict[str, str]]) -> None
     assert "Paris" in answer
 
 
-def test_a_quantized_gguf_can_be_kept_quantized_as_int8(tmp_path: Path) -> None:
+def test_a_quantized_gguf_can_be_kept_quantized_as_int8(
+    tmp_path: Path, converted: tuple[Path, dict[str, str]], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import shutil
+
     from safetensors import safe_open
 
+    from engine import gguf
     from engine.checkpoint import inspect_checkpoint
     from engine.gguf import convert_gguf_kept
 
+    def converted_already(gguf_path: Path, out_dir: Path) -> dict[str, str]:
+        """The session's conversion of this very file (the bf16 step is tested above)."""
+        assert gguf_path == SMOLLM2_GGUF and not any(out_dir.iterdir())
+        shutil.copytree(converted[0], out_dir, dirs_exist_ok=True)
+        return converted[1]
+
+    monkeypatch.setattr(gguf, "convert_gguf", converted_already)
     out = tmp_path / "kept"
     out.mkdir()
     metadata = convert_gguf_kept(SMOLLM2_GGUF, out, keep_quantized=True)
