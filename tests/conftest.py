@@ -17,6 +17,12 @@ pytest_plugins = ["tests.lifetimes"]  # the run order, and resources stopped aft
 REPO = Path(__file__).resolve().parent.parent
 # Any Ray started in or below the test process stays on loopback (tests send traffic only there).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+# Under pytest-xdist (`make test`: two workers on two cores) each worker's own torch work (float32
+# references, GPTQ, fine-tuning) takes one thread: two threads per worker made OpenMP's waiting
+# threads spin against the other worker's, and GPTQ took 5x as long as alone. Engines keep their
+# own binding (cpu_threads_bind, or vLLM's).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,8 @@ session, whichever comes first. The run order may be shuffled (``--random-order`
 is found after shuffling, so each resource still stops once nothing needs it.
 
 With pytest-xdist (``-n 2``) the tests that share a resource go to one worker as one unit
-(:class:`ResourceScheduling`): the engines' tests to one, the graphs' tests to the other, each
-module of the rest as a unit of its own, the two long units first.
+(:class:`ResourceScheduling`): the graphs' tests, the shared engines' tests, and each module of
+the rest as a unit of its own; the long units first, each to the next free worker.
 """
 
 from __future__ import annotations
@@ -45,17 +45,27 @@ def _on_graphs(item: pytest.Item) -> bool:
 
 
 # The unit of work of a test for pytest-xdist, from its id alone (the scheduler sees no fixtures):
-# the tiers of the graphs, and the integration module that shares the graphs' cloud stand-in.
+# the tiers of the graphs, and the integration module that shares the graphs' cloud stand-in; the
+# integration modules that share the session engines. Any other module is a unit of its own, so
+# that the integration modules with engines of their own go to whichever worker is free.
 _GRAPHS = ("tests/e2e/", "tests/parlant/", "tests/integration/test_cloud_provider_vllm.py")
+_ENGINE_USERS = ("tests/integration/test_reference.py", "tests/integration/test_runtime.py")
+# Units started first, longest first: the graphs' (~12 minutes), then the modules of 4-8 minutes.
+_LONG_UNITS = ("graphs", "tests/integration/test_quantization.py", "engines", "tests/integration/test_doctor.py")
 
 
 def work_unit(nodeid: str) -> str:
     """``graphs``, ``engines``, or the test's module."""
     if nodeid.startswith(_GRAPHS):
         return "graphs"
-    if nodeid.startswith("tests/integration/"):
+    if nodeid.startswith(_ENGINE_USERS):
         return "engines"
     return nodeid.split("::")[0]
+
+
+def _unit_rank(item: pytest.Item) -> int:
+    unit = work_unit(item.nodeid)
+    return _LONG_UNITS.index(unit) if unit in _LONG_UNITS else len(_LONG_UNITS)
 
 
 def _rank(item: pytest.Item) -> tuple[int, int]:
@@ -86,8 +96,8 @@ def _distributed(config: pytest.Config) -> bool:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not _shuffled(config):
         items.sort(key=_rank)  # stable: the order within a rank is the collection order
-        if _distributed(config):  # the two long units first, so that each worker starts one at once
-            items.sort(key=lambda item: {"engines": 0, "graphs": 1}.get(work_unit(item.nodeid), 2))
+        if _distributed(config):  # the long units first: each worker starts one, then takes the next
+            items.sort(key=_unit_rank)
     last: dict[str, str] = {}
     for item in items:
         for name in item.fixturenames:
