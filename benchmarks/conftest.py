@@ -18,7 +18,7 @@ from transformers import AutoTokenizer
 from benchmarks.load import make_prompts
 from benchmarks.systems import STARTERS, System
 from engine.protocol import ModelRecord
-from tests.conftest import demo_store, minilm_record, smollm2_record  # noqa: F401 - the demo models
+from testkit.demo_models import demo_store, minilm_record, smollm2_record  # noqa: F401 - the demo models
 
 CONCURRENCY = [int(c) for c in os.environ.get("TURNOUT_BENCH_CONCURRENCY", "1,4,16,32").split(",")]
 PROMPT_TOKENS = int(os.environ.get("TURNOUT_BENCH_PROMPT_TOKENS", "128"))

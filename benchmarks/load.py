@@ -159,7 +159,7 @@ async def _one(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -
                     continue
                 timing.events.append(time.perf_counter())
                 last = line
-    except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+    except (TimeoutError, aiohttp.ClientError) as e:
         timing.error = f"{type(e).__name__}: {e}"
         return timing
     timing.output_tokens = _usage_tokens(last)

@@ -19,12 +19,11 @@ import ray
 from ray import serve
 from ray.serve.llm import build_openai_app
 
-from engine.config import EngineSettings, Platform, detect_platform
-from engine.store import LocalModelManager
+from engine.launch.settings import EngineSettings, Platform, detect_platform
+from engine.store.manager import LocalModelManager
 from service.cli.serve import local_ray_options
-from service.config import ModelSettings
 from service.graph import llm_config
-
+from service.model_config import ModelSettings
 
 RAY_PREFIX_ROUTER = {
     "request_router_class": "ray.serve.llm.request_router.PrefixCacheAffinityRouter",

@@ -238,7 +238,7 @@ def _caching(figures: Figures) -> list[str]:
 
 def _quantization(cases: Figures) -> list[str]:
     """Each quantized SmolLM2 against bf16, measured in the same run."""
-    mib = lambda b: f"{b / 2**20:.0f}"  # noqa: E731
+    mib = lambda b: f"{b / 2**20:.0f}"
     rows = [["bf16 (source)", mib(cases[0]["source_weights_bytes"]), "1.00", mib(cases[0]["source_rss_bytes"]),
              f"{cases[0]['source_tokens_per_s']:.1f}", "1.00", "", "", f"{cases[0]['source_mean_logprob']:.3f}", ""]] if cases else []
     rows += [[f["case"], mib(f["weights_bytes"]), f"{f['weights_ratio']:.2f}", mib(f["rss_bytes"]),

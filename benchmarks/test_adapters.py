@@ -1,6 +1,6 @@
 """The cost of LoRA adapters: training time per step, and serving throughput with adapters.
 
-- ``finetune``: ``turnout models finetune`` on SmolLM2 with the Zubrowka data (``tests/adapters.py``),
+- ``finetune``: ``turnout models finetune`` on SmolLM2 with the Zubrowka data (``testkit/turnout_cli.py``),
   two CPU threads; seconds per optimiser step, from the trainer's own figures.
 - ``serving``: one SmolLM2 replica, 32 clients, 96 streamed chat requests of 32 tokens each.
   ``base_lora_off``: the base alone on an engine without LoRA (what a user runs without adapters;
@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from benchmarks.load import run_load
-from engine.demo import SMOLLM2_ID
-from engine.store import LocalModelManager
-from tests.adapters import finetune, turnout, write_data
-from tests.servers import turnout_beside
+from engine.store.demo import SMOLLM2_ID
+from engine.store.manager import LocalModelManager
+from testkit.servers import turnout_beside
+from testkit.turnout_cli import finetune, turnout, write_data
 
 CONCURRENCY, REQUESTS, OUTPUT_TOKENS = 32, 96, 32
 ADAPTERS = [f"{SMOLLM2_ID}:zubrowka", f"{SMOLLM2_ID}:zubrowka-copy"]

@@ -29,10 +29,10 @@ from transformers import AutoTokenizer
 
 from benchmarks.load import make_prompts, percentile, run_load
 from benchmarks.systems import rayllm_server
-from engine.config import EngineSettings
+from engine.launch.settings import EngineSettings
 from engine.protocol import ModelRecord
-from tests.parlant.turn import agent_turn
-from tests.servers import free_port, turnout_beside
+from testkit.agent_turn import agent_turn
+from testkit.servers import free_port, turnout_beside
 
 AFFINITY_REQUESTS = int(os.environ.get("TURNOUT_BENCH_AFFINITY_REQUESTS", "128"))
 PREFIXES, PREFIX_TOKENS, CONCURRENCY, OUTPUT_TOKENS = 8, 1000, 16, 16

@@ -21,7 +21,7 @@ import pytest
 from benchmarks.load import completion_body, run_load
 from benchmarks.systems import STARTERS, System
 from engine.protocol import ModelRecord
-from tests.servers import REPO
+from testkit.servers import REPO
 
 CAPACITY_SYSTEMS = os.environ.get("TURNOUT_BENCH_CAPACITY_SYSTEMS", "rayllm,rayllm_ht,turnout").split(",")
 CAPACITY_CLIENTS = [int(c) for c in os.environ.get("TURNOUT_BENCH_CAPACITY_CLIENTS", "64,256").split(",")]

@@ -18,8 +18,9 @@ import time
 import pytest
 
 from benchmarks.conftest import OUTPUT_TOKENS, PROMPT_TOKENS
-from engine.config import EngineSettings, build_engine_args
-from engine.cpu_kernels import cpu_features
+from engine.launch.cpu import cpu_features
+from engine.launch.plan import build_engine_args
+from engine.launch.settings import EngineSettings
 from engine.protocol import ModelRecord
 from engine.runtime import LocalEngine
 

@@ -15,7 +15,7 @@ from benchmarks.systems import System
 TEXTS_PER_REQUEST = 16
 REQUESTS = 48
 CONCURRENCY = 4
-WORDS = "the a model serves tokens fast slow river mountain city paris data engine cache graph".split()
+WORDS = ["the", "a", "model", "serves", "tokens", "fast", "slow", "river", "mountain", "city", "paris", "data", "engine", "cache", "graph"]
 
 
 def _texts(count: int) -> list[str]:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from service.openai_types import ChatCompletionRequest
 
 from benchmarks.load import percentile
 from router.errors import TargetUnavailableError
 from router.settings import CircuitSettings
-from tests.fakes import JSON_MINI, NANO, FakeBackend, build_gateway, router_settings
+from service.serve_overrides.openai_types import ChatCompletionRequest
+from testkit.fakes import JSON_MINI, NANO, FakeBackend, build_gateway, router_settings
 
 ROUNDS = 2000
 BODY = {"model": NANO, "messages": [{"role": "user", "content": "hello"}]}

@@ -1,6 +1,6 @@
 """What quantizing SmolLM2 costs and saves: memory, tok/s and quality against bf16, one run.
 
-The bf16 model is scored once (:mod:`engine.quality`: 64 chat prompts answered with 64 greedy
+The bf16 model is scored once (:mod:`engine.quantize.quality`: 64 chat prompts answered with 64 greedy
 tokens at 32 at once, 16 plain texts for the log-likelihood), then each quantized version is
 scored against it on an engine of its own, one after the other:
 
@@ -17,13 +17,14 @@ import asyncio
 
 import pytest
 
-from engine.config import EngineSettings, Platform, build_engine_args
-from engine.demo import SMOLLM2_ID
-from engine.quality import ModelScore, QualitySet, comparison, score_model
-from engine.quantize import PYTHON_ENV, tool_python
+from engine.launch.plan import build_engine_args
+from engine.launch.settings import EngineSettings, Platform
+from engine.quantize.quality import ModelScore, QualitySet, comparison, score_model
+from engine.quantize.tool import PYTHON_ENV, tool_python
 from engine.runtime import LocalEngine
-from engine.store import LocalModelManager
-from tests.adapters import turnout
+from engine.store.demo import SMOLLM2_ID
+from engine.store.manager import LocalModelManager
+from testkit.turnout_cli import turnout
 
 CASES = {"int8_at_load": (SMOLLM2_ID, "int8"), "w8a8": (f"{SMOLLM2_ID}-w8a8", None),
          "w4a16": (f"{SMOLLM2_ID}-w4a16", None)}

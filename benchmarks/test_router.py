@@ -14,7 +14,7 @@ from engine.protocol import Capability as C
 from router.needs import derive_needs
 from router.protocol import Endpoint
 from router.settings import RouterSettings
-from tests.fakes import build_gateway, record
+from testkit.fakes import build_gateway, record
 
 ROUNDS = 5000
 HELLO = [{"role": "user", "content": "What is the capital of France?"}]

@@ -12,7 +12,13 @@ import asyncio
 
 import pytest
 
-from benchmarks.conftest import OUTPUT_TOKENS, PROMPT_TOKENS, SERVING_SYSTEMS, requests_at, serving_params
+from benchmarks.conftest import (
+    OUTPUT_TOKENS,
+    PROMPT_TOKENS,
+    SERVING_SYSTEMS,
+    requests_at,
+    serving_params,
+)
 from benchmarks.load import completion_body, run_load
 from benchmarks.systems import DOWN_ID, System
 

@@ -78,7 +78,9 @@ class ZeroEngine(LLMEngine):
 
     async def build_asgi_app(self) -> Any:
         """An OpenAI app over this engine, the shape of vLLM's for direct streaming."""
-        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+        from vllm.entrypoints.openai.chat_completion.protocol import (
+            ChatCompletionRequest,
+        )
         from vllm.entrypoints.openai.completion.protocol import CompletionRequest
 
         app = FastAPI()

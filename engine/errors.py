@@ -65,6 +65,16 @@ class ServerError(TurnoutError):
     """Something failed on our side or upstream; the request may succeed later."""
 
 
+class OverloadedError(ServerError):
+    """At capacity (the ingress's request limit, a replica's, an upstream's rate limit); retry shortly.
+
+    One status for every kind of overload, 503 with Retry-After, as OpenAI answers an overloaded
+    engine (its 429 means the caller's own rate limit, which Turnout does not keep)."""
+
+    type = "overloaded"
+    status_code = 503
+
+
 class DownloadError(ServerError):
     """A remote source (hub, registry) could not be reached or broke off mid-transfer."""
 

@@ -7,14 +7,14 @@ servable checkpoint, without opening it again.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
 from engine.errors import InvalidModelNameError
-from engine.quantization import Quantization
+from engine.quantize.schemes import Quantization
 
 
 class ModelType(str, Enum):
@@ -56,7 +56,7 @@ class SourceKind(str, Enum):
 
 
 class CheckpointInfo(BaseModel):
-    """Facts read from a checkpoint directory (see :func:`engine.checkpoint.inspect_checkpoint`)."""
+    """Facts read from a checkpoint directory (see :func:`engine.store.checkpoint.inspect_checkpoint`)."""
 
     architecture: str = Field(description="First entry of config.json `architectures`.")
     model_type: str = Field(description="config.json `model_type` (e.g. llama, deepseek_v3).")
@@ -94,7 +94,7 @@ class ModelRecord(BaseModel):
         default=True,
         description="True when the files live inside the store and are deleted with the record.",
     )
-    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     metadata: dict[str, str] = Field(
         default_factory=dict, description="Source metadata kept for reference (GGUF keys, Ollama params)."
     )

@@ -18,8 +18,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from engine.config import EngineLaunch
 from engine.errors import ClientError, ConfigError, ServerError
+from engine.launch.node import prepare_node
+from engine.launch.plan import EngineLaunch
 
 if TYPE_CHECKING:
     from vllm.v1.engine.async_llm import AsyncLLM
@@ -59,6 +60,7 @@ class LocalEngine:
         :class:`ConfigError` when vLLM rejects the arguments, :class:`ServerError` when the
         engine fails to start.
         """
+        prepare_node(launch.node_work)  # the int8 copy, and the checks that need this machine
         try:
             return cls(_create_llm(launch), launch)
         except ValueError as e:  # vLLM's config validation (pydantic errors are ValueErrors)
@@ -122,8 +124,8 @@ class LocalEngine:
         return [(entry[tok].logprob, entry[tok].rank) for tok, entry in zip(token_ids[1:], entries)]
 
     async def memory(self) -> dict[str, int]:
-        """The first worker's ``rss_bytes`` (:mod:`engine.worker_memory`)."""
-        from engine.worker_memory import METHOD
+        """The first worker's ``rss_bytes`` (:mod:`engine.patches.worker_memory`)."""
+        from engine.patches.worker_memory import METHOD
 
         first, *_ = await self._engine.collective_rpc(METHOD)
         return first

@@ -3,7 +3,7 @@
 vLLM's prefix cache keeps the KV blocks of prompts it has seen; a request whose prompt starts
 like an earlier one skips that part of the prefill, but only on the replica that saw it. This
 module decides which replica that is, with a load guard so that one hot prefix does not pile
-onto one replica. It knows nothing of Ray: :mod:`service.routing` feeds it replica ids and loads.
+onto one replica. It knows nothing of Ray: :mod:`service.serve_overrides.request_router` feeds it replica ids and loads.
 
 A prompt is cut into blocks of ``block_chars`` characters; block *i*'s key hashes the whole
 prompt up to the end of block *i* (a chain, like vLLM's block hashes), so two prompts share key

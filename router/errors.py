@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from engine.errors import ClientError, ServerError
+from engine.errors import ClientError, OverloadedError, ServerError
 from engine.protocol import Capability
 from router.protocol import RouteEvent, describe_route
 
@@ -70,11 +70,8 @@ class TargetUnavailableError(ServerError):
     status_code = 503
 
 
-class TargetOverloadedError(ServerError):
+class TargetOverloadedError(OverloadedError):
     """A target is at capacity or rate-limited; another target, or a later retry, may work."""
-
-    type = "overloaded"
-    status_code = 429
 
 
 class TargetTimeoutError(ServerError):

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from engine.errors import ClientError
+from engine.errors import ClientError, OverloadedError
 from router.circuit import CircuitBoard, CircuitBreaker
 from router.errors import ContextLengthExceededError, NoHealthyTargetError
 from router.protocol import (
@@ -47,6 +47,8 @@ def classify_failure(error: BaseException) -> FallbackReason | None:
         return FallbackReason.TIMEOUT
     if isinstance(error, ConnectionError):
         return FallbackReason.UNAVAILABLE
+    if isinstance(error, OverloadedError):  # by kind: its status (503) is shared with outages
+        return FallbackReason.OVERLOADED
     return _BY_STATUS.get(getattr(error, "status_code", None), FallbackReason.ERROR)
 
 

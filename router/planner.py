@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 
-from engine.adapters import is_adapter_id, parse_adapter_id
 from engine.errors import ConfigError, ModelNotFoundError
+from engine.lora.adapter import is_adapter_id, parse_adapter_id
 from engine.protocol import ModelRecord
 from router.errors import SizeUnavailableError
 from router.policies import make_policy

@@ -16,7 +16,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.protocol import Capability, ModelType
-from engine.quantization import Quantization
+from engine.quantize.schemes import Quantization
 
 
 class SizeClass(str, Enum):

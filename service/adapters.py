@@ -13,9 +13,9 @@ import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from engine.adapter_store import adapter_registry
-from engine.adapters import AdapterRecord, is_adapter_id
 from engine.errors import StoreError
+from engine.lora.adapter import AdapterRecord, is_adapter_id
+from engine.lora.store import adapter_registry
 
 log = logging.getLogger("turnout.adapters")
 

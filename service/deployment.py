@@ -1,7 +1,7 @@
-"""The HTTP entry's gateway (:class:`Front`), and the engine-less ingress deployment that holds one.
+"""The HTTP entry's gateway (:class:`Entry`), and the engine-less ingress deployment that holds one.
 
-On the fast path the entry is a model replica (``service.edge.TurnoutEdge``) that holds a
-:class:`Front` beside its engine; without a local model to host it, :class:`TurnoutIngress` does.
+On the edge the entry is a model replica (``service.edge.TurnoutEdge``) that holds a
+:class:`Entry` beside its engine; without a local model to host it, :class:`TurnoutIngress` does.
 """
 
 from __future__ import annotations
@@ -13,23 +13,23 @@ from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from engine import quantization
+from engine.launch.quantization import served_quantization
 from engine.protocol import ModelRecord
+from engine.store.manager import default_root
 from router.circuit import CircuitBoard
 from router.planner import Router
 from router.providers.registry import make_provider
-from service.api.app import create_app
-from engine.store import default_root
 from service.adapters import AdapterCatalog, Revisions
-from service.backends.availability import apply_status, read_serve_status
+from service.api.app import create_app
+from service.availability import apply_status, read_serve_status
 from service.backends.cloud import CloudBackend
 from service.backends.protocol import Backend
 from service.backends.replica import ReplicaBackend
-from service.binding import bind_replica_grpc_to_node
 from service.cache import ResponseCache
 from service.config import TurnoutConfig
 from service.gateway import Gateway
 from service.metrics import Metrics
+from service.serve_overrides.grpc_binding import bind_replica_grpc_to_node
 
 log = logging.getLogger("turnout.ingress")
 
@@ -44,16 +44,16 @@ class TurnoutIngress:
         self, config: TurnoutConfig, records: list[ModelRecord], handles: dict[str, DeploymentHandle]
     ) -> None:
         bind_replica_grpc_to_node()
-        self.front = Front(config, records, handles, local={})
+        self.entry = Entry(config, records, handles, local={})
 
     async def __serve_build_asgi_app__(self) -> FastAPI:
-        return create_app(self.front.gateway, self.front.config)
+        return create_app(self.entry.gateway, self.entry.config)
 
     async def __del__(self) -> None:
-        await self.front.close()
+        await self.entry.close()
 
 
-class Front:
+class Entry:
     """The gateway of an HTTP entry, its health prober and its cloud providers.
 
     ``local`` holds backends this process serves itself (the edge's own engine); every other
@@ -90,7 +90,7 @@ class Front:
             try:
                 apply_status(await read_serve_status(), self.gateway)
                 await self.gateway.probe_health()
-            except Exception:  # noqa: BLE001 - probing must outlive a bad round; logged
+            except Exception:
                 log.exception("health probe failed")
 
     async def close(self) -> None:
@@ -119,6 +119,5 @@ def _overridden(record: ModelRecord, config: TurnoutConfig) -> ModelRecord:
         updates["capabilities"] = settings.capabilities
     if settings.engine.max_model_len is not None:
         updates["context_length"] = min(record.context_length, settings.engine.max_model_len)
-    if settings.engine.quantization is not None:
-        updates["quantization"] = quantization.at_load(settings.engine.quantization)
+    updates["quantization"] = served_quantization(record, settings.engine)
     return record.model_copy(update=updates)

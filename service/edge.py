@@ -1,4 +1,4 @@
-"""The fast path's entry: a model replica that is also the HTTP ingress.
+"""The edge's entry: a model replica that is also the HTTP ingress.
 
 For one request this replica does everything the engine-less ingress does (API keys, limits,
 validation, routing with ``auto`` and size hints, circuit breakers, fallback, metrics: the same
@@ -33,8 +33,8 @@ from router.errors import TargetUnavailableError
 from service.api.app import create_app
 from service.backends.local import LocalServerBackend
 from service.config import TurnoutConfig
-from service.deployment import Front
-from service.replica import TurnoutLLMServer
+from service.deployment import Entry
+from service.serve_overrides.llm_server import TurnoutLLMServer
 
 log = logging.getLogger("turnout.edge")
 
@@ -51,10 +51,10 @@ class TurnoutEdge(TurnoutLLMServer):
         await super().__init__(llm_config, engine_cls=engine_cls)
         model_id = llm_config.model_id
         own = LocalServerBackend(model_id, self, turnout.limits.first_token_timeout_s, max_in_flight)
-        self.front = Front(turnout, records, handles, local={model_id: own})
+        self.entry = Entry(turnout, records, handles, local={model_id: own})
 
     async def __serve_build_asgi_app__(self) -> FastAPI:
-        return create_app(self.front.gateway, self.front.config)
+        return create_app(self.entry.gateway, self.entry.config)
 
     async def check_engine(self) -> None:
         """Raise unless this replica's engine can take requests (the gateway's health probe)."""
@@ -84,13 +84,13 @@ class TurnoutEdge(TurnoutLLMServer):
             self._adapters.clear()  # the new engine has loaded none of them
             await self.start()
             log.warning("the engine of %s serves again", self._llm_config.model_id)
-        except Exception:  # noqa: BLE001 - the next health check tries again
+        except Exception:
             log.exception("the engine of %s did not start again", self._llm_config.model_id)
         finally:
             self._reviving = None
 
     async def __del__(self) -> None:
-        await self.front.close()
+        await self.entry.close()
         await super().__del__()
 
 
@@ -100,5 +100,5 @@ async def _shut_down(engine: Any) -> None:
     if client is not None:
         try:
             client.shutdown()
-        except Exception:  # noqa: BLE001 - a dead engine may fail to shut down; it is dropped anyway
+        except Exception:
             log.exception("shutting the failed engine down")

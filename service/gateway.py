@@ -20,9 +20,23 @@ from router.fallback import Routed, walk
 from router.needs import derive_needs
 from router.planner import Router
 from router.protocol import IDLE, Endpoint, RequestNeeds, RoutePlan, Target, TargetStats
-from service.backends.protocol import DONE, Answer, Backend, Json, RawRequest, error_event
+from service.backends.protocol import (
+    DONE,
+    Answer,
+    Backend,
+    Json,
+    RawRequest,
+    error_event,
+)
 from service.cache import (
-    CachePolicy, Entry, ResponseCache, StreamRecorder, cache_key, deterministic, replayed_body, replayed_events,
+    CachePolicy,
+    Entry,
+    ResponseCache,
+    StreamRecorder,
+    cache_key,
+    deterministic,
+    replayed_body,
+    replayed_events,
 )
 from service.metrics import Metrics
 from service.moderation import moderate_with_chat
@@ -131,18 +145,19 @@ class Gateway:
         call = self._chat_call if endpoint is Endpoint.CHAT else self._completions_call
 
         async def attempt(target: Target) -> Answer:
-            return await call(target, self._with_output_default(_retarget(request, target, body), target))
+            return await call(target, self._with_output_default(_retarget(request, target, body), target, needs))
 
         return await self._route(endpoint, needs, attempt, body, policy)
 
-    def _with_output_default(self, request: Any, target: Target) -> Any:
-        """A local chat request without max_tokens gets the operator's default (never more than
-        the target's context; vLLM also clips it to what the prompt leaves). Without it a small
+    def _with_output_default(self, request: Any, target: Target, needs: RequestNeeds) -> Any:
+        """A local chat request without max_tokens gets the operator's default, clipped to what
+        the prompt (as the router counted it) leaves of the target's context. Without it a small
         prompt may generate until the context is full: minutes on a CPU."""
         unset = getattr(request, "max_tokens", 0) is None and getattr(request, "max_completion_tokens", 0) is None
         if target.is_cloud or self.output_default is None or not unset:
             return request
-        return request.model_copy(update={"max_tokens": min(self.output_default, target.context_length)})
+        room = max(1, target.context_length - needs.prompt_tokens)
+        return request.model_copy(update={"max_tokens": min(self.output_default, room)})
 
     def _chat_call(self, target: Target, request: Any) -> Awaitable[Answer]:
         return self.backends[target.served_by].chat(request)

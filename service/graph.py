@@ -9,16 +9,18 @@ from typing import Any
 from ray.serve.deployment import Application
 from ray.serve.llm import LLMConfig, build_llm_deployment
 
-from engine.adapters import adapter_id
-from engine.config import Platform, build_engine_args, detect_platform
 from engine.errors import ConfigError, ModelExistsError, ModelNotFoundError
+from engine.launch.plan import build_engine_args
+from engine.launch.settings import Platform, detect_platform
+from engine.lora.adapter import adapter_id
 from engine.protocol import Capability, ModelRecord, ModelType, parse_model_id
-from engine.store import LocalModelManager
-from service.config import ModelSettings, TurnoutConfig, load_config
+from engine.store.manager import LocalModelManager
+from service.config import TurnoutConfig, load_config
 from service.deployment import TurnoutIngress
 from service.edge import TurnoutEdge
-from service.replica import TurnoutLLMServer
-from service.routing import router_config
+from service.model_config import ModelSettings
+from service.serve_overrides.llm_server import TurnoutLLMServer
+from service.serve_overrides.request_router import ingress_router, router_config
 
 _FROM_RECORD = ("model", "served_model_name")
 
@@ -138,20 +140,8 @@ def build_graph(config: TurnoutConfig, platform: Platform | None = None) -> Appl
         override_serve_options={"max_ongoing_requests": entry_limit},
     )
     if settings.routing == "prefix_affinity":
-        return app._with_ingress_request_router(_ingress_router(app))
+        return app._with_ingress_request_router(ingress_router(app))
     return app
-
-
-def _ingress_router(edge: Application) -> Application:
-    """The deployment HAProxy asks which edge replica gets a request: Ray Serve LLM's own
-    ``LLMRouter``, which applies the edge deployment's ``request_router_config``. HAProxy sends
-    it the request body (``RAY_SERVE_INGRESS_REQUEST_ROUTER_FORWARD_BODY=1``, set by ``turnout
-    serve`` and the chart), where the prompt is."""
-    from ray import serve
-    from ray.llm._internal.serve.core.ingress.router import LLMRouter
-
-    router = serve.deployment(LLMRouter, max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0})
-    return router.bind(server=edge, llm_config=None, base_model_id=None)
 
 
 def edge_model(config: TurnoutConfig, records: list[ModelRecord]) -> str | None:

@@ -26,7 +26,9 @@ class Metrics:
 
     def __init__(self, counter: Any = None, histogram: Any = None, gauge: Any = None) -> None:
         if counter is None:
-            from ray.serve.metrics import Counter as counter, Gauge as gauge, Histogram as histogram  # noqa: N813
+            from ray.serve.metrics import Counter as counter
+            from ray.serve.metrics import Gauge as gauge
+            from ray.serve.metrics import Histogram as histogram
         self._requests = counter(
             "turnout_requests_total", description="Requests by endpoint, model, route and status.",
             tag_keys=("endpoint", "model", "route", "status"),

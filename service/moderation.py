@@ -15,7 +15,7 @@ from engine.errors import ClientError
 from router.errors import TargetUnavailableError
 from router.protocol import Target
 from service.backends.protocol import Backend, Json
-from service.openai_types import ChatCompletionRequest
+from service.serve_overrides.openai_types import ChatCompletionRequest
 
 CATEGORIES = ("harassment", "hate", "illicit", "self-harm", "sexual", "violence")
 SUBCATEGORIES = {

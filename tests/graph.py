@@ -19,11 +19,20 @@ import httpx
 import pytest
 import yaml
 
-from engine.demo import DEEPSEEK_ID, MINILM_ID, SMOLLM2_ID
 from engine.protocol import ModelRecord
-from engine.store import LocalModelManager
+from engine.store.demo import DEEPSEEK_ID, MINILM_ID, SMOLLM2_ID
+from engine.store.manager import LocalModelManager
+from testkit.servers import (
+    GRAPH_ENV,
+    REPO,
+    Server,
+    answers,
+    free_port,
+    start,
+    vllm_server_command,
+    wait_until,
+)
 from tests.lifetimes import stop_after_last_use
-from tests.servers import GRAPH_ENV, REPO, Server, answers, free_port, start, vllm_server_command, wait_until
 
 CLOUD_NAME = "smollm2-standin"
 CLOUD_ID = f"cloud/standin/{CLOUD_NAME}"

@@ -112,7 +112,7 @@ def stop_after_last_use(request: pytest.FixtureRequest, name: str, stop: Callabl
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):  # noqa: ANN201 - hook wrapper
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
     yield
     last, stops = item.config.stash.get(_LAST_USERS, {}), item.config.stash.get(_STOPS, {})
     for name in [n for n, nodeid in last.items() if nodeid == item.nodeid and n in stops]:

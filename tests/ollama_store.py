@@ -17,7 +17,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from engine.ollama import (
+from engine.store.ollama import (
     CONFIG_MEDIA_TYPE,
     MANIFEST_MEDIA_TYPE,
     MODEL_LAYER,
@@ -154,7 +154,7 @@ _RANGE = re.compile(r"^bytes=(\d+)-$")
 
 def _handler_for(registry: RegistryServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_GET(self) -> None:
             registry.requests.append((self.path, self.headers.get("Range")))
             if registry.fail_status is not None:
                 return self._error(registry.fail_status, "UNAVAILABLE")
@@ -204,7 +204,7 @@ def _handler_for(registry: RegistryServer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
     return Handler

@@ -5,7 +5,11 @@ Build one with :func:`make_provider` from :class:`CloudProviderSettings`; the co
 reasons).
 """
 
-from router.providers.errors import StreamInterruptedError, UpstreamAuthError, UpstreamClientError
+from router.providers.errors import (
+    StreamInterruptedError,
+    UpstreamAuthError,
+    UpstreamClientError,
+)
 from router.providers.openai_compatible import OpenAICompatibleProvider
 from router.providers.protocol import CloudProvider
 from router.providers.registry import PROVIDER_KINDS, make_provider

@@ -8,11 +8,13 @@ from types import MappingProxyType
 from engine.errors import ConfigError
 from router.providers.openai_compatible import OpenAICompatibleProvider
 from router.providers.protocol import CloudProvider
-from router.providers.settings import CloudProviderSettings
+from router.providers.settings import KIND_NAMES, CloudProviderSettings
 
 PROVIDER_KINDS: Mapping[str, type[CloudProvider]] = MappingProxyType(
     {cls.kind: cls for cls in (OpenAICompatibleProvider,)}
 )
+if set(PROVIDER_KINDS) != set(KIND_NAMES):
+    raise ImportError(f"provider kinds {sorted(PROVIDER_KINDS)} differ from the settings' {sorted(KIND_NAMES)}")
 
 
 def make_provider(settings: CloudProviderSettings) -> CloudProvider:

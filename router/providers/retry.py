@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 
@@ -53,7 +53,7 @@ def retry_after_s(headers: Mapping[str, str], now: datetime | None = None) -> fl
     seconds = _number(value)
     if seconds is not None:
         return seconds
-    return _until(value, now or datetime.now(timezone.utc))
+    return _until(value, now or datetime.now(UTC))
 
 
 def _number(value: str | None) -> float | None:
@@ -70,5 +70,5 @@ def _until(http_date: str, now: datetime) -> float | None:
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return max(0.0, (when - now).total_seconds())

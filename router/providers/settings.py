@@ -21,6 +21,9 @@ from pydantic import (
     model_validator,
 )
 
+# The kinds router.providers.registry implements (it checks that these are the ones it has).
+KIND_NAMES = ("openai",)
+
 
 class CloudProviderSettings(BaseModel):
     """One OpenAI-compatible (or other registered kind of) cloud API the router may send to.
@@ -37,7 +40,7 @@ class CloudProviderSettings(BaseModel):
         description="Provider name, as in cloud target ids cloud/<provider>/<model>.",
     )
     kind: str = Field(
-        default="openai",
+        default=KIND_NAMES[0],
         description="Implementation; 'openai' is any OpenAI-compatible HTTP API.",
     )
     base_url: str = Field(
@@ -107,10 +110,8 @@ class CloudProviderSettings(BaseModel):
     @field_validator("kind")
     @classmethod
     def _known_kind(cls, value: str) -> str:
-        from router.providers.registry import PROVIDER_KINDS  # the registry imports this module
-
-        if value not in PROVIDER_KINDS:
-            known = ", ".join(sorted(PROVIDER_KINDS))
+        if value not in KIND_NAMES:
+            known = ", ".join(sorted(KIND_NAMES))
             raise ValueError(f"unknown provider kind {value!r} (one of {known})")
         return value
 

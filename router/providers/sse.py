@@ -21,6 +21,6 @@ async def sse_data(lines: AsyncIterable[str]) -> AsyncGenerator[str, None]:
             continue
         field, _, value = line.partition(":")
         if field == "data":
-            data.append(value[1:] if value.startswith(" ") else value)
+            data.append(value.removeprefix(" "))
     if data:
         yield "\n".join(data)

@@ -14,7 +14,7 @@ from router.errors import NoHealthyTargetError
 from router.protocol import ROUTE_HEADER
 
 log = logging.getLogger("turnout.api")
-_RETRY_AFTER = {429: "1", 503: "2"}
+_RETRY_AFTER = {503: "2"}
 
 
 class PayloadTooLargeError(ClientError):
@@ -29,13 +29,6 @@ class AuthenticationError(ClientError):
 
     type = "invalid_api_key"
     status_code = 401
-
-
-class OverloadedError(TurnoutError):
-    """The ingress is at ``limits.max_ongoing_requests``."""
-
-    type = "overloaded"
-    status_code = 503
 
 
 def error_body(message: str, type_: str, status: int, param: str | None = None) -> dict:

@@ -7,7 +7,8 @@ import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.api.errors import AuthenticationError, OverloadedError, error_body
+from engine.errors import OverloadedError
+from service.api.errors import AuthenticationError, error_body
 
 # Probes, and the API's own description: like OpenAI's published spec it holds no data, and
 # clients and schema-driven tools read it before they have a key.

@@ -7,13 +7,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from service.openai_types import (
-    ChatCompletionRequest,
-    CompletionRequest,
-    EmbeddingCompletionRequest,
-    TokenizeChatRequest,
-    TokenizeCompletionRequest,
-)
 
 from engine.errors import ClientError
 from router.needs import SIZE_HEADER
@@ -23,6 +16,13 @@ from service.api.openapi import request_body
 from service.api.parsing import read_json, validated
 from service.cache import CACHE_HEADER, CachePolicy
 from service.gateway import Gateway, Served
+from service.serve_overrides.openai_types import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingCompletionRequest,
+    TokenizeChatRequest,
+    TokenizeCompletionRequest,
+)
 
 router = APIRouter()
 MODEL_HEADER = "X-Turnout-Model"

@@ -7,9 +7,17 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from router.errors import TargetUnavailableError
-from router.providers.protocol import CloudProvider
 from router.protocol import Target
-from service.backends.protocol import DONE, Answer, Backend, Json, RawRequest, error_event, sse
+from router.providers.protocol import CloudProvider
+from service.backends.protocol import (
+    DONE,
+    Answer,
+    Backend,
+    Json,
+    RawRequest,
+    error_event,
+    sse,
+)
 
 
 class CloudBackend(Backend):

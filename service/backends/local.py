@@ -1,6 +1,6 @@
 """The edge's own model: the ``LLMServer`` in this replica, called in-process.
 
-On the fast path the replica that terminates the client's HTTP connection also hosts an engine
+On the edge the replica that terminates the client's HTTP connection also hosts an engine
 (see ``service.edge``). Requests routed to that engine call the server's methods directly: no
 handle, no serialisation, no second process between the engine and the client's socket. Past
 ``max_in_flight`` requests the engine counts as overloaded, so the gateway falls back instead of

@@ -17,10 +17,14 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from engine.errors import TurnoutError
-from router.errors import ContextLengthExceededError, TargetTimeoutError, TargetUnavailableError
+from router.errors import (
+    ContextLengthExceededError,
+    TargetTimeoutError,
+    TargetUnavailableError,
+)
 from router.providers.errors import UpstreamClientError
 from service.backends.protocol import DONE, Answer, Json, error_event
-from service.openai_types import ErrorResponse
+from service.serve_overrides.openai_types import ErrorResponse
 
 _CONTEXT_WORDS = ("context length", "maximum context", "too long", "max_model_len")
 

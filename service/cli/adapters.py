@@ -9,9 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from engine.adapters import AdapterRecord, AdapterSource
-from engine.finetune import FinetuneSettings, read_examples, train_adapter
-from engine.store import LocalModelManager
+from engine.lora.adapter import AdapterRecord, AdapterSource
+from engine.lora.finetune import FinetuneSettings, read_examples, train_adapter
+from service.cli.listing import open_store
 
 JSON_OPT = typer.Option(False, "--json", help="Print JSON instead of a table.")
 _DEFAULTS = FinetuneSettings()
@@ -41,7 +41,7 @@ def add_adapter(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Register a LoRA adapter for BASE, checked against it (modules, shapes, rank)."""
-    adapters = _manager().adapters
+    adapters = open_store().adapters
     if hub:
         record = adapters.pull(base, location, name=name, revision=revision)
     else:
@@ -73,7 +73,7 @@ def finetune(
         epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, rank=rank, alpha=alpha,
         eval_fraction=eval_fraction, seed=seed, threads=threads,
     )
-    manager = _manager()
+    manager = open_store()
     record = manager.get_model(base)
     read_examples(data)  # bad data fails here, before the base model is loaded
     bar = tqdm(desc=f"fine-tuning {name}", unit="step", leave=True, disable=as_json)
@@ -99,9 +99,3 @@ def finetune(
             f"{meta.get('training.held_out_loss_after')} ({meta.get('training.held_out_examples')} examples)"
         )
     print_adapters([adapter], as_json)
-
-
-def _manager() -> LocalModelManager:
-    from service.cli.models import _manager as manager
-
-    return manager()

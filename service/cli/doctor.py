@@ -1,6 +1,6 @@
 """``turnout doctor``: is the engine right for this machine? Platform, kernels, golden answers.
 
-The checks live in :mod:`engine.doctor`; this module picks the models (the configuration's, or
+The checks live in :mod:`engine.checks.doctor`; this module picks the models (the configuration's, or
 those named with ``--model``), runs the checks with the engine's output sent to stderr, renders
 the report (a table, or ``--json``) and exits 0 when every check passed, 1 when any failed.
 """
@@ -20,13 +20,20 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from engine.attention_paths import PathStatus
-from engine.config import detect_platform
-from engine.cpu_kernels import CpuFeatures
-from engine.doctor import GiB, DoctorReport, DoctorTarget, Environment, examine_environment, run_doctor
+from engine.checks.attention_paths import PathStatus
+from engine.checks.doctor import (
+    DoctorReport,
+    DoctorTarget,
+    Environment,
+    GiB,
+    examine_environment,
+    run_doctor,
+)
+from engine.checks.golden import CheckStatus
 from engine.errors import ModelNotFoundError
-from engine.golden import CheckStatus
-from engine.store import LocalModelManager
+from engine.launch.cpu import CpuFeatures
+from engine.launch.settings import detect_platform
+from engine.store.manager import LocalModelManager
 from service.cli.serve import CONFIG_OPT
 from service.config import TurnoutConfig, load_config
 

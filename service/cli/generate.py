@@ -9,10 +9,10 @@ import time
 
 import typer
 
-from engine.config import build_engine_args
-from engine.demo import SMOLLM2_ID
+from engine.launch.plan import build_engine_args
 from engine.runtime import LocalEngine
-from engine.store import LocalModelManager
+from engine.store.demo import SMOLLM2_ID
+from engine.store.manager import LocalModelManager
 
 
 def generate(

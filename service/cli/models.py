@@ -8,14 +8,12 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from engine.adapters import is_adapter_id
-from engine.demo import prepare_demo_models
-from engine.protocol import ModelRecord, ModelType, SourceKind
-from engine.store import LocalModelManager
+from engine.lora.adapter import is_adapter_id
+from engine.protocol import ModelType, SourceKind
+from engine.store.demo import prepare_demo_models
 from service.cli.adapters import add_adapter, finetune, print_adapters
+from service.cli.listing import open_store, print_models
 from service.cli.quantize import compare_command, quantize_command
 
 app = typer.Typer(no_args_is_help=True, help="Manage the local model store ($TURNOUT_HOME).")
@@ -28,44 +26,20 @@ FAMILY_OPT = typer.Option(None, "--family", help="Override the detected family."
 NAME_OPT = typer.Option(None, "--name", help="Model name (the last part of the id).")
 
 
-def _manager() -> LocalModelManager:
-    manager = LocalModelManager()
-    asyncio.run(manager.initialize())
-    return manager
-
-
-def _print(records: list[ModelRecord], as_json: bool) -> None:
-    if as_json:
-        typer.echo(json.dumps([r.model_dump(mode="json") for r in records], indent=2))
-        return
-    table = Table("ID", "FAMILY", "ARCH", "CONTEXT", "DTYPE", "QUANT", "SIZE", "SOURCE", "CAPABILITIES")
-    for r in records:
-        table.add_row(
-            r.id, r.family.value, r.architecture, str(r.context_length), r.dtype,
-            r.quantization.label if r.quantization else "-",
-            f"{r.size_bytes / 2**20:,.0f} MiB", r.source.value,
-            ",".join(c.value for c in r.capabilities),
-        )
-    console = Console()
-    if not console.is_terminal:  # piped: do not truncate ids to 80 columns
-        console = Console(width=240)
-    console.print(table)
-
-
 @app.command("list")
 def list_models(
     family: ModelType | None = typer.Option(None, "--family", help="Only this family."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """List registered models, then their LoRA adapters (each with its base)."""
-    manager = _manager()
+    manager = open_store()
     models = manager.list_models(family)
     adapters = [a for a in manager.adapters.list() if family is None or a.base in {m.id for m in models}]
     if as_json:
         # one list: the models, then the adapters (an adapter's record names its ``base``)
         typer.echo(json.dumps([r.model_dump(mode="json") for r in [*models, *adapters]], indent=2))
         return
-    _print(models, False)
+    print_models(models, False)
     if adapters:
         print_adapters(adapters, False)
 
@@ -73,7 +47,7 @@ def list_models(
 @app.command()
 def show(model_id: str, as_json: bool = JSON_OPT) -> None:
     """Show one model's or adapter's record."""
-    manager = _manager()
+    manager = open_store()
     record = manager.adapters.get(model_id) if is_adapter_id(model_id) else manager.get_model(model_id)
     if as_json:
         typer.echo(record.model_dump_json(indent=2))
@@ -95,13 +69,13 @@ def pull(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Download a model from the Hugging Face hub or an Ollama registry."""
-    manager = _manager()
+    manager = open_store()
     record = asyncio.run(
         manager.download_model(
             reference, family, source, name=name, revision=revision, registry_url=registry_url
         )
     )
-    _print([record], as_json)
+    print_models([record], as_json)
 
 
 @app.command("import")
@@ -119,7 +93,7 @@ def import_model(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Import a local GGUF file, Ollama model or custom checkpoint directory."""
-    manager = _manager()
+    manager = open_store()
     kind = source or (SourceKind.GGUF if location.endswith(".gguf") else
                       SourceKind.PATH if Path(location).is_dir() else SourceKind.OLLAMA)
     if kind is SourceKind.PATH:
@@ -131,13 +105,13 @@ def import_model(
                                      keep_quantized=keep_quantized)
     else:
         coro = manager.download_model(location, family, kind, name=name, ollama_home=ollama_home)
-    _print([asyncio.run(coro)], as_json)
+    print_models([asyncio.run(coro)], as_json)
 
 
 @app.command("rm")
 def remove(model_id: str) -> None:
     """Unregister a model or adapter (and delete its files if the store owns them)."""
-    manager = _manager()
+    manager = open_store()
     if is_adapter_id(model_id):
         typer.echo(f"removed {manager.adapters.remove(model_id).id}")
         return
@@ -148,5 +122,5 @@ def remove(model_id: str) -> None:
 @app.command()
 def demo(as_json: bool = JSON_OPT) -> None:
     """Prepare the three offline demo models (no network needed)."""
-    manager = _manager()
-    _print(asyncio.run(prepare_demo_models(manager)), as_json)
+    manager = open_store()
+    print_models(asyncio.run(prepare_demo_models(manager)), as_json)

@@ -9,13 +9,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from engine.config import EngineSettings, build_engine_args, detect_platform
+from engine.launch.plan import build_engine_args
+from engine.launch.settings import EngineSettings, detect_platform
 from engine.protocol import ModelRecord
-from engine.quality import ModelScore, QualitySet, comparison, score_model
-from engine.quantization import LoadScheme
-from engine.quantize import SCHEMES, quantize
+from engine.quantize.quality import ModelScore, QualitySet, comparison, score_model
+from engine.quantize.schemes import LoadScheme
+from engine.quantize.tool import SCHEMES, quantize
 from engine.runtime import LocalEngine
-from engine.store import LocalModelManager
+from engine.store.manager import LocalModelManager
+from service.cli.listing import open_store, print_models
 
 JSON_OPT = typer.Option(False, "--json", help="Print JSON instead of a table.")
 THREADS_OPT = typer.Option(None, "--cpu-threads-bind", help="CPU cores for the engines, e.g. 0-1 (CPU only).")
@@ -33,12 +35,11 @@ def quantize_command(
 
     Nothing is registered if quantizing fails or is interrupted.
     """
-    from service.cli.models import _manager, _print
 
-    manager = _manager()
+    manager = open_store()
     record = asyncio.run(quantize(manager, manager.get_model(model), scheme, name=name, samples=samples,
                                   max_length=max_length))
-    _print([record], as_json)
+    print_models([record], as_json)
 
 
 def compare_command(
@@ -53,10 +54,9 @@ def compare_command(
     over the offline text set in engine/data/quality.json (two engines, one after the other)."""
     from service.cli.doctor import stdout_to_stderr
     from service.cli.generate import quiet_engine_logs
-    from service.cli.models import _manager
 
     quiet_engine_logs()
-    manager = _manager()
+    manager = open_store()
     first, second = manager.get_model(source), manager.get_model(model)
     with stdout_to_stderr():  # the engines' processes print to stdout: keep it for the result
         result = asyncio.run(_compare(manager, QualitySet.load(first.path, limit=prompts), first, second,
@@ -88,7 +88,7 @@ async def _score(manager, record, settings, platform, qset, reference) -> ModelS
 def _print_comparison(result: dict) -> None:
     source, model = result["source"], result["model"]
     table = Table("", source["model"], model["model"], "RATIO")
-    mib = lambda b: f"{b / 2**20:,.0f} MiB"  # noqa: E731
+    mib = lambda b: f"{b / 2**20:,.0f} MiB"
     table.add_row("weights", mib(source["weights_bytes"]), mib(model["weights_bytes"]), f"{result['weights_ratio']:.2f}x")
     table.add_row("engine RSS", mib(source["rss_bytes"]), mib(model["rss_bytes"]), f"{result['rss_ratio']:.2f}x")
     table.add_row("output tok/s", f"{source['tokens_per_s']:.1f}", f"{model['tokens_per_s']:.1f}",

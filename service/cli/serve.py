@@ -12,33 +12,12 @@ import typer
 import yaml
 
 from service.config import TurnoutConfig, load_config
+from service.serve_overrides.environment import (
+    LOOPBACK,
+    local_ray_environment,
+)
 
 APP_NAME = "turnout"
-# Ray Serve's high-throughput settings: HAProxy instead of the Python HTTP proxy (connections go
-# straight to the entry replicas), gRPC between deployments, the app on the replica's own loop.
-# HAProxy also sends a request again to another entry replica when the one it went to closed the
-# connection without a byte of answer (the replica or its node was lost): Ray's default retries
-# only failed connects and answers such requests 500. Nothing had been answered, so nothing is sent
-# twice to the client; the lost replica's work on it is lost with it.
-# HAProxy can only send a request again if it holds all of it, so it must read the body before it
-# connects (`option http-buffer-request`): without it, a client that writes headers and body apart
-# (httpx, the openai client) was answered 500. Ray's template has no setting for the option; the
-# retry policy's value ends its line in the `defaults` section, so the option follows it as a line
-# of its own (tests/unit/test_serve_env.py renders Ray's template to check it lands there).
-# A body larger than HAProxy's buffer (16 KiB; 8 MiB with an ingress request router) is still
-# passed on before it is all read, and such a request is not sent again.
-HAPROXY_RETRY_ON = "conn-failure empty-response\n    option http-buffer-request"
-FAST_SERVE_ENV = {
-    "RAY_SERVE_ENABLE_HA_PROXY": "1",
-    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-    "RAY_SERVE_HAPROXY_RETRY_ON": HAPROXY_RETRY_ON,
-    # the edge model's ingress request router (routing: prefix_affinity) reads the prompt
-    "RAY_SERVE_INGRESS_REQUEST_ROUTER_FORWARD_BODY": "1",
-}
-# On one machine HAProxy runs beside the replicas and hears of a removed replica within a second;
-# Ray keeps a removed direct-ingress replica reachable for 30 s so that load balancers elsewhere can
-# deregister it, which made every Ctrl-C and every replica replacement wait 30 s here.
-LOCAL_SERVE_ENV = {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2"}
 CONFIG_OPT = typer.Option(None, "--config", "-c", help="Turnout YAML (default: the demo graph).")
 
 
@@ -130,22 +109,6 @@ def _start_ray(ray: Any, cfg: TurnoutConfig, address: str | None) -> None:
         _metrics_export_port=cfg.server.metrics_export_port,
         **local_ray_options(),
     )
-
-
-LOOPBACK = "127.0.0.1"
-LOOPBACK_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-
-
-def local_ray_environment(*, haproxy: bool) -> None:
-    """The environment of a local, single-machine Ray instance; call it before importing Ray.
-
-    By default Ray binds its GCS, raylet and agents to the machine's network address (and
-    rewrites 127.0.0.1 to it). ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` makes it treat the host as
-    a single-machine cluster on 127.0.0.1. Ray reads these variables when its modules are
-    imported, in this process and in every process it starts, so they go into ``os.environ``.
-    """
-    for name, value in {**LOOPBACK_RAY_ENV, **({**FAST_SERVE_ENV, **LOCAL_SERVE_ENV} if haproxy else {})}.items():
-        os.environ.setdefault(name, value)
 
 
 def _on_loopback(address: str) -> bool:

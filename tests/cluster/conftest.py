@@ -31,14 +31,18 @@ from typing import Any
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(24))
 
-import httpx  # noqa: E402
-import psutil  # noqa: E402
-import pytest  # noqa: E402
-from ray.cluster_utils import Cluster  # noqa: E402
+import httpx
+import psutil
+import pytest
+from ray.cluster_utils import Cluster
 
-from engine.store import LocalModelManager
-from service.cli.serve import FAST_SERVE_ENV, LOOPBACK, LOOPBACK_RAY_ENV
-from tests.servers import free_port
+from engine.store.manager import LocalModelManager
+from service.serve_overrides.environment import (
+    FAST_SERVE_ENV,
+    LOOPBACK,
+    LOOPBACK_RAY_ENV,
+)
+from testkit.servers import free_port
 
 ACCEL, NODE_B = "accel", "node-b"
 WORKER_CPUS = 2

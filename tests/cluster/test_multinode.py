@@ -23,10 +23,10 @@ import httpx
 import pytest
 import yaml
 
-from engine.demo import DEEPSEEK_ID, SMOLLM2_ID
+from engine.store.demo import DEEPSEEK_ID, SMOLLM2_ID
+from testkit.servers import REPO, Server, answers, free_port, start, wait_until
 from tests.cluster.conftest import ACCEL, NODE_B, RayCluster
 from tests.cluster.load import HANG, OK, TRANSPORT, Load, summary
-from tests.servers import REPO, Server, answers, free_port, start, wait_until
 
 pytestmark = pytest.mark.cluster
 

@@ -12,7 +12,14 @@ import helm_python
 import pytest
 import yaml
 
-from tests.deploy.chart import CHART, NAMESPACE, Rendered, kubernetes_errors, rayservice_errors, render
+from tests.deploy.chart import (
+    CHART,
+    NAMESPACE,
+    Rendered,
+    kubernetes_errors,
+    rayservice_errors,
+    render,
+)
 
 TOKEN = "ray-token-never-in-config-0123456789abcdef"
 TWO_GROUPS = [

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from service.cli.serve import FAST_SERVE_ENV, serve_config
+from service.cli.serve import serve_config
 from service.config import TurnoutConfig
+from service.serve_overrides.environment import FAST_SERVE_ENV
 from tests.deploy.chart import Rendered
 
 

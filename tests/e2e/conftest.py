@@ -10,11 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from engine.demo import SMOLLM2_ID
-from engine.store import LocalModelManager
+from engine.store.demo import SMOLLM2_ID
+from engine.store.manager import LocalModelManager
+from testkit.servers import Server, free_port, turnout_beside
 from tests.graph import Deployment
 from tests.lifetimes import stop_after_last_use
-from tests.servers import Server, free_port, turnout_beside
 
 
 @pytest.fixture(scope="session")

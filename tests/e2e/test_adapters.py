@@ -16,11 +16,11 @@ import httpx
 import psutil
 import pytest
 
-from engine.demo import SMOLLM2_ID
-from engine.store import LocalModelManager
-from tests.adapters import QUESTION, finetune, turnout, write_data
+from engine.store.demo import SMOLLM2_ID
+from engine.store.manager import LocalModelManager
+from testkit.servers import Server
+from testkit.turnout_cli import QUESTION, finetune, turnout, write_data
 from tests.graph import Deployment
-from tests.servers import Server
 
 pytestmark = pytest.mark.e2e
 ZUB = f"{SMOLLM2_ID}:zubrowka"

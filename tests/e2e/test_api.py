@@ -10,7 +10,7 @@ import jsonschema
 import openai
 import pytest
 
-from engine.demo import DEEPSEEK_ID, MINILM_ID, SMOLLM2_ID
+from engine.store.demo import DEEPSEEK_ID, MINILM_ID, SMOLLM2_ID
 from tests.graph import CLOUD_ID, DEEPSEEK_CONTEXT, DEFAULT_MAX_TOKENS, Deployment
 
 pytestmark = pytest.mark.e2e

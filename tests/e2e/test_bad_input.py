@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from engine.demo import MINILM_ID, SMOLLM2_ID
+from engine.store.demo import MINILM_ID, SMOLLM2_ID
 from tests.bad_input import ENDPOINTS, BadInput, Deployed, bad_inputs, valid_body
 
 pytestmark = pytest.mark.e2e

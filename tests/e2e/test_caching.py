@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from engine.demo import SMOLLM2_ID
+from engine.store.demo import SMOLLM2_ID
 from tests.dashboard import CACHING_METRICS, scraped_names
 
 pytestmark = pytest.mark.e2e
@@ -128,7 +128,7 @@ def test_idle_replicas_answer_at_once(graph) -> None:
             assert client.post("/v1/chat/completions", json=body).status_code == 200
             slowest = max(slowest, time.perf_counter() - started)
     # vLLM's idle engine processes re-read their shared-memory queue every 5 s when a wakeup is
-    # lost, which happened to a quarter of such requests before engine.shm_wakeup; a one-token
+    # lost, which happened to a quarter of such requests before engine.patches.shm_wakeup; a one-token
     # answer takes about 0.1 s here
     assert slowest < 2.5, slowest
 

@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from engine.demo import DEEPSEEK_ID, SMOLLM2_ID
+from engine.store.demo import DEEPSEEK_ID, SMOLLM2_ID
 from tests.dashboard import CACHING_METRICS, dashboard_metrics, scraped_names
 from tests.graph import DEEPSEEK_CONTEXT, Deployment
 

@@ -1,5 +1,5 @@
 """Engines and replicas killed under the graph: fallback, the circuit opening and closing, broken
-streams. SmolLM2's replica is the HTTP entry on the fast path: its engine is killed (the model
+streams. SmolLM2's replica is the HTTP entry at the edge: its engine is killed (the model
 fails, the entry stays); DeepSeek's replica is killed whole."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import httpx
 import psutil
 import pytest
 
-from engine.demo import DEEPSEEK_ID, SMOLLM2_ID
+from engine.store.demo import DEEPSEEK_ID, SMOLLM2_ID
 from tests.graph import CLOUD_ID, DEEPSEEK_CONTEXT
 
 pytestmark = pytest.mark.e2e
@@ -43,7 +43,7 @@ def kill_replica(model_id: str) -> int:
 
 def kill_engine(model_id: str) -> int:
     """SIGKILL the engine core under ``model_id``'s replica (the model fails, its replica
-    stays); return how many were killed. On the fast path SmolLM2's replica is also the HTTP
+    stays); return how many were killed. On the edge SmolLM2's replica is also the HTTP
     entry: its engine fails, the entry keeps serving."""
     victims = [
         child for replica in replicas(model_id) for child in replica.children(recursive=True)

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import schemathesis
 
-from engine.demo import SMOLLM2_ID
+from engine.store.demo import SMOLLM2_ID
 from tests.fuzz import bound_cost, fuzz
 from tests.graph import Deployment
 

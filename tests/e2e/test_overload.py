@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from engine.demo import SMOLLM2_ID
+from engine.store.demo import SMOLLM2_ID
 from tests.graph import MAX_ONGOING, Deployment
 
 pytestmark = pytest.mark.e2e

@@ -1,4 +1,4 @@
-"""Several replicas of the edge model on the fast path: both serve, and losing one loses nothing.
+"""Several replicas of the edge model at the edge: both serve, and losing one loses nothing.
 
 On the session's two-replica graph (``two_replicas`` in tests/e2e/conftest.py; the demo graph has
 one replica per model): SmolLM2 with two replicas, each hosting an engine and serving HTTP behind
@@ -15,8 +15,8 @@ import httpx
 import psutil
 import pytest
 
-from engine.demo import SMOLLM2_ID
-from tests.servers import Server
+from engine.store.demo import SMOLLM2_ID
+from testkit.servers import Server
 
 pytestmark = pytest.mark.e2e
 HELLO = [{"role": "user", "content": "Hello"}]

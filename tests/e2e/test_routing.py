@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from engine.demo import DEEPSEEK_ID, MINILM_ID, SMOLLM2_ID
+from engine.store.demo import DEEPSEEK_ID, MINILM_ID, SMOLLM2_ID
 from tests.graph import CLOUD_ID, DEEPSEEK_CONTEXT
 
 pytestmark = pytest.mark.e2e

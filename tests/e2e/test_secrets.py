@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from engine.demo import SMOLLM2_ID
+from engine.store.demo import SMOLLM2_ID
 from tests.graph import CLOUD_ID, Deployment
 
 pytestmark = pytest.mark.e2e

@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from benchmarks.load import percentile
-from engine.demo import DEEPSEEK_ID, MINILM_ID, SMOLLM2_ID
+from engine.store.demo import DEEPSEEK_ID, MINILM_ID, SMOLLM2_ID
 from tests.graph import Deployment
 
 pytestmark = pytest.mark.e2e

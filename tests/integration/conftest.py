@@ -15,8 +15,9 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from engine.config import EngineSettings, build_engine_args
-from engine.cpu_kernels import CpuKernels
+from engine.launch.cpu import CpuKernels
+from engine.launch.plan import build_engine_args
+from engine.launch.settings import EngineSettings
 from engine.protocol import ModelRecord
 from engine.runtime import LocalEngine
 from tests.lifetimes import stop_after_last_use

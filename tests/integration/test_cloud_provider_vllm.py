@@ -16,9 +16,11 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from tests.graph import CLOUD_NAME, Standin
-from tests.servers import free_port
-from router.errors import ContextLengthExceededError, TargetTimeoutError, TargetUnavailableError
+from router.errors import (
+    ContextLengthExceededError,
+    TargetTimeoutError,
+    TargetUnavailableError,
+)
 from router.fallback import classify_failure
 from router.protocol import FallbackReason
 from router.providers import (
@@ -26,6 +28,8 @@ from router.providers import (
     OpenAICompatibleProvider,
     UpstreamAuthError,
 )
+from testkit.servers import free_port
+from tests.graph import CLOUD_NAME, Standin
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.demo import DEEPSEEK_ID, MINILM_ID, SMOLLM2_ID
 from engine.protocol import ModelRecord
-from engine.store import LocalModelManager
-from engine.tiny_deepseek import write_tiny_deepseek_v3
+from engine.store.demo import DEEPSEEK_ID, MINILM_ID, SMOLLM2_ID
+from engine.store.manager import LocalModelManager
+from engine.store.tiny_deepseek import write_tiny_deepseek_v3
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine.demo import DEEPSEEK_ID, MINILM_ID, SMOLLM2_ID
-from engine.store import LocalModelManager
+from engine.store.demo import DEEPSEEK_ID, MINILM_ID, SMOLLM2_ID
+from engine.store.manager import LocalModelManager
 
 pytestmark = pytest.mark.integration
 TURNOUT = Path(sys.executable).with_name("turnout")

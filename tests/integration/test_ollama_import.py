@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import build_engine_args
-from engine.demo import package_dir
-from engine.ollama import OllamaRef
+from engine.launch.plan import build_engine_args
 from engine.protocol import Capability, ModelType, SourceKind
 from engine.runtime import LocalEngine
-from engine.store import LocalModelManager
+from engine.store.demo import package_dir
+from engine.store.manager import LocalModelManager
+from engine.store.ollama import OllamaRef
 from tests.ollama_store import RegistryServer, write_ollama_store
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]

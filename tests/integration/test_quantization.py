@@ -10,16 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from engine.checkpoint import read_config
-from engine.config import EngineSettings, Platform, build_engine_args
-from engine.demo import SMOLLM2_ID
 from engine.errors import ConfigError
+from engine.launch.plan import build_engine_args
+from engine.launch.settings import EngineSettings, Platform
 from engine.protocol import SourceKind
-from engine.quantization import detect
-from engine.quantize import PYTHON_ENV, tool_python
+from engine.quantize.schemes import detect
+from engine.quantize.tool import PYTHON_ENV, tool_python
 from engine.runtime import LocalEngine
-from engine.store import LocalModelManager
-from tests.adapters import turnout
+from engine.store.checkpoint import read_config
+from engine.store.demo import SMOLLM2_ID
+from engine.store.manager import LocalModelManager
+from testkit.turnout_cli import turnout
 
 pytestmark = pytest.mark.integration
 ASYNC = pytest.mark.asyncio(loop_scope="session")
@@ -46,9 +47,9 @@ async def test_int8_at_load_serves_int8_linear_weights_and_answers_paris(quant_s
     record = quant_store.get_model(SMOLLM2_ID)
     launch = build_engine_args(record, EngineSettings(quantization="int8"), Platform.CPU, quant_store.root)
     served = Path(launch.engine_kwargs["model"])
-    assert quant_store.root in served.parents and detect(read_config(served)).scheme == "w8a8"
-    assert launch.engine_kwargs["tokenizer"] == str(record.path)
-    assert "Paris" in await answer(launch)
+    assert quant_store.root in served.parents and launch.engine_kwargs["tokenizer"] == str(record.path)
+    assert "Paris" in await answer(launch)  # the engine's start wrote the int8 copy it served
+    assert detect(read_config(served)).scheme == "w8a8"
 
 
 @ASYNC

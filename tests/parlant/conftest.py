@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from testkit.servers import free_port
 from tests.graph import Deployment
-from tests.servers import free_port
 
 if TYPE_CHECKING:
     from turnout_parlant import TurnoutNLPService

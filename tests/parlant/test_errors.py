@@ -11,7 +11,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from parlant.core.common import DefaultBaseModel
-
 from turnout_parlant import (
     GenerationSettings,
     TurnoutClientError,
@@ -38,7 +37,7 @@ class FailingHandler(BaseHTTPRequestHandler):
 
     calls = 0
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         type(self).calls += 1
         body = json.dumps({"error": {"message": "engine died", "type": "internal_error", "code": 500}}).encode()
         self.send_response(500)

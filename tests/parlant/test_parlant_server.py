@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from tests.parlant.turn import agent_turn
+from testkit.agent_turn import agent_turn
 
 pytestmark = pytest.mark.e2e
 REPLY_TIMEOUT_S = int(os.environ.get("TURNOUT_PARLANT_REPLY_TIMEOUT_S", "900"))

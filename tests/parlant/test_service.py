@@ -8,11 +8,16 @@ import pytest
 from parlant.core.common import DefaultBaseModel
 from parlant.core.nlp.moderation import CustomerModerationContext
 from parlant.core.nlp.service import ModelSize
-
-from tests.parlant.conftest import DEEPSEEK_ID, MINILM_ID, SMOLLM2_ID
-from turnout_parlant import DeepSeekService, LlamaService, TurnoutNLPService, TurnoutTokenizer
+from turnout_parlant import (
+    DeepSeekService,
+    LlamaService,
+    TurnoutNLPService,
+    TurnoutTokenizer,
+)
 from turnout_parlant.moderation import tags_of
 from turnout_parlant.service import routed_model
+
+from tests.parlant.conftest import DEEPSEEK_ID, MINILM_ID, SMOLLM2_ID
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,6 @@ from typing import Any
 
 import parlant.bin.server as parlant_server
 import pytest
-
 from turnout_parlant import TurnoutNLPService
 
 pytestmark = pytest.mark.e2e

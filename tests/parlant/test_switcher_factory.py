@@ -8,8 +8,6 @@ from urllib.parse import urlsplit
 
 import pytest
 from parlant.core.common import DefaultBaseModel
-
-from tests.parlant.conftest import DEEPSEEK_ID, SMOLLM2_ID
 from turnout_parlant import (
     LlamaService,
     ModelStats,
@@ -18,6 +16,8 @@ from turnout_parlant import (
     TurnoutError,
     TurnoutNLPService,
 )
+
+from tests.parlant.conftest import DEEPSEEK_ID, SMOLLM2_ID
 
 pytestmark = pytest.mark.e2e
 

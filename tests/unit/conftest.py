@@ -16,6 +16,6 @@ import pytest
 @pytest.fixture(autouse=True)
 def _vllm_as_shipped() -> None:
     if "vllm" in sys.modules:
-        from engine.cpu_kernels import restore_vllm
+        from engine.patches.cpu_kernels import restore_vllm
 
         restore_vllm()

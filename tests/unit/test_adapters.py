@@ -9,9 +9,19 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from engine.adapters import adapter_id, inspect_adapter, is_adapter_id, parse_adapter_id
-from engine.errors import InvalidCheckpointError, InvalidModelNameError, ModelExistsError, ModelNotFoundError
-from engine.store import LocalModelManager
+from engine.errors import (
+    InvalidCheckpointError,
+    InvalidModelNameError,
+    ModelExistsError,
+    ModelNotFoundError,
+)
+from engine.lora.adapter import (
+    adapter_id,
+    inspect_adapter,
+    is_adapter_id,
+    parse_adapter_id,
+)
+from engine.store.manager import LocalModelManager
 from tests.checkpoints import write_checkpoint
 
 BASE = "local/llama/tiny"
@@ -107,7 +117,7 @@ async def test_an_adapter_needs_a_registered_base(store: LocalModelManager, tmp_
 
 
 async def test_a_failed_build_registers_nothing(store: LocalModelManager) -> None:
-    from engine.adapters import AdapterSource
+    from engine.lora.adapter import AdapterSource
 
     def build(out: Path) -> dict[str, str]:
         (out / "partial").write_text("x")
@@ -134,8 +144,8 @@ async def test_removing_adapters_and_their_base(store: LocalModelManager, tmp_pa
 
 
 async def test_configured_adapters_are_registered_at_start_once(store: LocalModelManager, tmp_path: Path) -> None:
-    from service.config import ModelSettings
     from service.graph import register_adapters
+    from service.model_config import ModelSettings
 
     model = ModelSettings(id=BASE, engine={"max_loras": 1},
                           adapters=[{"name": "zub", "kind": "path", "ref": str(_adapter(tmp_path / "zub"))}])
@@ -147,7 +157,7 @@ async def test_configured_adapters_are_registered_at_start_once(store: LocalMode
 def test_configured_adapters_need_an_engine_that_serves_them() -> None:
     from pydantic import ValidationError
 
-    from service.config import ModelSettings
+    from service.model_config import ModelSettings
 
     with pytest.raises(ValidationError, match="max_loras is 0"):
         ModelSettings(id=BASE, adapters=[{"name": "zub", "ref": "org/zub"}])

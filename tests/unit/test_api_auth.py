@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from service.api.app import create_app
 from service.api.guards import OPEN_PATHS
 from service.config import AuthSettings, ServerSettings, TurnoutConfig
-from tests.fakes import NANO, build_gateway
+from testkit.fakes import NANO, build_gateway
 
 KEYS = ["sk-first-0123456789", "sk-second-abcdefgh", "sk-third-ZYXWVUT"]
 HELLO = {"messages": [{"role": "user", "content": "hi"}]}

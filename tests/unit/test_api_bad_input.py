@@ -7,8 +7,8 @@ from fastapi.testclient import TestClient
 
 from service.api.app import create_app
 from service.config import LimitsSettings, TurnoutConfig
+from testkit.fakes import EMBED, NANO, build_gateway
 from tests.bad_input import ENDPOINTS, BadInput, Deployed, bad_inputs, valid_body
-from tests.fakes import EMBED, NANO, build_gateway
 
 # The largest context is the cloud model's 16k; a prompt beyond it needs a larger body cap.
 DEPLOYED = Deployed(chat=NANO, embed=EMBED, longest_context=16384, max_body_bytes=256 * 1024, max_tokens_cap=4096)

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from service.api.app import create_app
 from service.config import TurnoutConfig
-from tests.fakes import build_gateway
+from testkit.fakes import build_gateway
 from tests.fuzz import fuzz
 
 EXAMPLES = int(os.environ.get("TURNOUT_FUZZ_EXAMPLES", "25"))

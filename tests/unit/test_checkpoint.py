@@ -2,9 +2,16 @@ import json
 
 import pytest
 
-from engine.checkpoint import inspect_checkpoint
 from engine.errors import InvalidCheckpointError, InvalidModelNameError
-from engine.protocol import Capability, ModelFormat, ModelType, model_id, parse_model_id, validate_name
+from engine.protocol import (
+    Capability,
+    ModelFormat,
+    ModelType,
+    model_id,
+    parse_model_id,
+    validate_name,
+)
+from engine.store.checkpoint import inspect_checkpoint
 from tests.checkpoints import write_checkpoint
 
 

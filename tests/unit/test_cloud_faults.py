@@ -16,7 +16,7 @@ from router.settings import CircuitSettings
 from service.api.app import create_app
 from service.backends.cloud import CloudBackend
 from service.config import TurnoutConfig
-from tests.fakes import CLOUD, NANO, Stack, build_gateway, router_settings, sse_events
+from testkit.fakes import CLOUD, NANO, Stack, build_gateway, router_settings, sse_events
 from tests.scripted_upstream import CHUNKS, Hang, Reply, ScriptedUpstream, Stream
 
 HELLO = [{"role": "user", "content": "hi"}]

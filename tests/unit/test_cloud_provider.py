@@ -8,7 +8,7 @@ import logging
 import time
 import traceback
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -538,7 +538,7 @@ def test_backoff_doubles_up_to_the_cap_with_equal_jitter() -> None:
 
 
 def test_retry_after_forms() -> None:
-    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
     headers = httpx.Headers
     assert retry_after_s(headers({"Retry-After": "7"})) == 7.0
     assert retry_after_s(headers({"retry-after-ms": "250", "Retry-After": "7"})) == 0.25

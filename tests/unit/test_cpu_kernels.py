@@ -9,15 +9,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine import cpu_kernels
-from engine.cpu_kernels import (
-    POLICY_ENV,
-    CpuKernels,
+from engine.launch.cpu import POLICY_ENV, CpuKernels, parse_cpuinfo, policy_from_env
+from engine.patches import cpu_kernels
+from engine.patches.cpu_kernels import (
     apply_policy,
     hide_amx,
     mend_rotary_embedding,
-    parse_cpuinfo,
-    policy_from_env,
     restore_vllm,
     stop_spinning,
 )
@@ -83,7 +80,9 @@ def _mla_backend() -> str:
 
 
 def _moe_uses_amx() -> bool:
-    from vllm.model_executor.layers.fused_moe.experts.cpu_moe import X86CPUUnquantizedExperts
+    from vllm.model_executor.layers.fused_moe.experts.cpu_moe import (
+        X86CPUUnquantizedExperts,
+    )
 
     return X86CPUUnquantizedExperts._supports_current_device()
 

@@ -1,4 +1,4 @@
-"""engine.doctor and ``turnout doctor`` on fake engines and references: verdicts, report, exit codes."""
+"""engine.checks.doctor and ``turnout doctor`` on fake engines and references: verdicts, report, exit codes."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from engine.config import EngineSettings, Platform
-from engine.cpu_kernels import CpuFeatures
-from engine.doctor import DoctorReport, DoctorTarget, Environment, run_doctor
+from engine.checks.doctor import DoctorReport, DoctorTarget, Environment, run_doctor
+from engine.checks.golden import ANSWER_TOKENS, EMBED_TEXTS, CheckStatus, Probes
+from engine.checks.reference import ReferenceCheck
 from engine.errors import ModelNotFoundError, ServerError
-from engine.golden import ANSWER_TOKENS, EMBED_TEXTS, CheckStatus, Probes
+from engine.launch.cpu import CpuFeatures
+from engine.launch.settings import EngineSettings, Platform
 from engine.protocol import Capability, ModelFormat, ModelRecord, ModelType, SourceKind
-from engine.reference import ReferenceCheck
 from engine.runtime import Completion
 from service.cli import app as cli_app
 from service.cli import doctor as cli

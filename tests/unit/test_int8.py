@@ -1,4 +1,4 @@
-"""engine.int8: the W8A8 copy Turnout writes for int8 at load on the CPU (tiny random Llama)."""
+"""engine.quantize.int8: the W8A8 copy Turnout writes for int8 at load on the CPU (tiny random Llama)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from engine.errors import ConfigError
-from engine.int8 import int8_checkpoint, quantize_tensor
-from engine.quantization import detect
+from engine.quantize.int8 import int8_checkpoint, quantize_tensor
+from engine.quantize.schemes import detect
 
 
 @pytest.fixture(scope="module")

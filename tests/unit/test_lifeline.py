@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 
-from engine import lifeline
+from engine.patches import lifeline
 
 PARENT = textwrap.dedent(
     """
@@ -22,7 +22,7 @@ PARENT = textwrap.dedent(
 
     def child(pids):
         time.sleep(float(sys.argv[1]) if len(sys.argv) > 1 else 0)  # a child still starting up
-        from engine.lifeline import register
+        from engine.patches.lifeline import register
         register()
         worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
         pids.put(worker.pid)

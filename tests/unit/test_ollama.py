@@ -1,4 +1,4 @@
-"""Tests of engine.ollama: references, a store laid out as Ollama writes it, and pulls over HTTP."""
+"""Tests of engine.store.ollama: references, a store laid out as Ollama writes it, and pulls over HTTP."""
 
 from __future__ import annotations
 
@@ -10,8 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import DownloadError, InvalidCheckpointError, InvalidModelNameError, ModelNotFoundError
-from engine.ollama import OllamaRef, default_ollama_home, pull, resolve_local
+from engine.errors import (
+    DownloadError,
+    InvalidCheckpointError,
+    InvalidModelNameError,
+    ModelNotFoundError,
+)
+from engine.store.ollama import OllamaRef, default_ollama_home, resolve_local
+from engine.store.ollama_pull import pull
 from tests.ollama_store import (
     SMOLLM2_PARAMS,
     SMOLLM2_SYSTEM,

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+from turnout_parlant.generation import (
+    Binding,
+    GenerationSettings,
+    TurnoutSchematicGenerator,
+    chat_request,
+)
 
 from router.protocol import Endpoint
 from service.cache import deterministic
-from turnout_parlant.generation import Binding, GenerationSettings, TurnoutSchematicGenerator, chat_request
 
 BINDING = Binding(model="local/llama/x", context_length=2048, tokenizer=None)  # type: ignore[arg-type]
 

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import EngineSettings, Platform, build_engine_args
 from engine.errors import ConfigError, InvalidCheckpointError
-from engine.quantization import detect
-from engine.store import LocalModelManager
+from engine.launch.plan import build_engine_args
+from engine.launch.settings import EngineSettings, Platform
+from engine.quantize.schemes import detect
+from engine.store.manager import LocalModelManager
 from router.targets import local_target
 from tests.checkpoints import write_checkpoint
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.reference import NEAR_TIE_LOGITS, ReferenceCheck, cosine
+from engine.checks.reference import NEAR_TIE_LOGITS, ReferenceCheck, cosine
 
 
 def test_equal_tokens_pass() -> None:

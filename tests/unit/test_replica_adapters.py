@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import pytest
 
 from engine.errors import ClientError, ModelNotFoundError
-from engine.store import LocalModelManager
-from service.replica import TurnoutLLMServer
+from engine.store.manager import LocalModelManager
+from service.serve_overrides.llm_server import TurnoutLLMServer
 from tests.unit.test_adapters import BASE, _adapter, _base
 
 ZUB = f"{BASE}:zub"

@@ -9,9 +9,16 @@ from fastapi.testclient import TestClient
 
 from router.protocol import Endpoint
 from service.api.app import create_app
-from service.cache import CachePolicy, Entry, ResponseCache, StreamRecorder, cache_key, deterministic
+from service.cache import (
+    CachePolicy,
+    Entry,
+    ResponseCache,
+    StreamRecorder,
+    cache_key,
+    deterministic,
+)
 from service.config import TurnoutConfig
-from tests.fakes import EMBED, NANO, FakeClock, Stack, build_gateway, sse_events
+from testkit.fakes import EMBED, NANO, FakeClock, Stack, build_gateway, sse_events
 
 CACHE, ROUTE = "X-Turnout-Cache", "X-Turnout-Route"
 HELLO = [{"role": "user", "content": "hello"}]

@@ -10,7 +10,7 @@ from engine.errors import ModelNotFoundError
 from router.errors import TargetUnavailableError
 from service.api.app import create_app
 from service.config import TurnoutConfig
-from tests.fakes import CLOUD, NANO, build_gateway, router_settings
+from testkit.fakes import CLOUD, NANO, build_gateway, router_settings
 
 ZUB = f"{NANO}:zubrowka"
 HELLO = [{"role": "user", "content": "hello"}]

@@ -71,7 +71,7 @@ def board() -> CircuitBoard:
     ("error", "reason"),
     [
         (TimeoutError(), FallbackReason.TIMEOUT),
-        (asyncio.TimeoutError(), FallbackReason.TIMEOUT),
+        (TimeoutError(), FallbackReason.TIMEOUT),
         (ConnectionRefusedError(), FallbackReason.UNAVAILABLE),
         (TargetUnavailableError("down"), FallbackReason.UNAVAILABLE),
         (TargetOverloadedError("busy"), FallbackReason.OVERLOADED),
@@ -87,7 +87,7 @@ def test_classify_failure(error, reason):
 
 
 def test_error_types_and_statuses():
-    assert (TargetOverloadedError.type, TargetOverloadedError.status_code) == ("overloaded", 429)
+    assert (TargetOverloadedError.type, TargetOverloadedError.status_code) == ("overloaded", 503)
     assert (TargetUnavailableError.status_code, TargetTimeoutError.status_code) == (503, 504)
     assert issubclass(TargetOverloadedError, ServerError)
 

@@ -3,7 +3,15 @@ import pytest
 from engine.errors import ConfigError
 from engine.protocol import Capability
 from router.policies import POLICIES, FirstEligible, LeastLoaded, make_policy
-from router.protocol import CircuitState, RequestNeeds, RoutingPolicy, SizeClass, Target, TargetKind, TargetStats
+from router.protocol import (
+    CircuitState,
+    RequestNeeds,
+    RoutingPolicy,
+    SizeClass,
+    Target,
+    TargetKind,
+    TargetStats,
+)
 
 NEEDS = RequestNeeds(capabilities=frozenset({Capability.CHAT}), prompt_tokens=10)
 

@@ -7,8 +7,18 @@ from engine.errors import ConfigError
 from engine.protocol import Capability, ModelFormat, ModelRecord, ModelType, SourceKind
 from router.policies import DEFAULT_POLICY
 from router.protocol import RequestNeeds, SizeClass, TargetKind
-from router.settings import CircuitSettings, CloudModelSettings, RouterSettings, SizeThresholds
-from router.targets import cloud_target, cloud_targets, estimate_parameters, local_target
+from router.settings import (
+    CircuitSettings,
+    CloudModelSettings,
+    RouterSettings,
+    SizeThresholds,
+)
+from router.targets import (
+    cloud_target,
+    cloud_targets,
+    estimate_parameters,
+    local_target,
+)
 
 
 def record(name="smol", size_bytes=270_000_000, dtype="bfloat16", caps=(Capability.CHAT,)) -> ModelRecord:

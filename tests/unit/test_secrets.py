@@ -14,7 +14,7 @@ from service.api.app import create_app
 from service.backends.cloud import CloudBackend
 from service.cli.serve import serve_config
 from service.config import AuthSettings, TurnoutConfig
-from tests.fakes import CLOUD, NANO, build_gateway, router_settings
+from testkit.fakes import CLOUD, NANO, build_gateway, router_settings
 from tests.scripted_upstream import Hang, Reply, ScriptedUpstream, Stream
 
 CLOUD_KEY = "sk-cloud-LEAKCHECK-4a9f2c7e1b"

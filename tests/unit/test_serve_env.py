@@ -16,7 +16,7 @@ import pytest
 haproxy = pytest.importorskip("ray.serve._private.haproxy")
 templates = pytest.importorskip("ray.serve._private.haproxy_templates")
 
-from service.cli.serve import FAST_SERVE_ENV, HAPROXY_RETRY_ON  # noqa: E402
+from service.serve_overrides.environment import FAST_SERVE_ENV, HAPROXY_RETRY_ON
 
 
 def _rendered(retry_on: str) -> str:

@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 
 from service.api.app import create_app
 from service.config import LimitsSettings, TurnoutConfig
-from tests.fakes import NANO, Stack, build_gateway
+from testkit.fakes import NANO, Stack, build_gateway
 
 HELLO = [{"role": "user", "content": "hello"}]
 CHAT = "/v1/chat/completions"

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from router.errors import TargetUnavailableError
 from service.api.app import create_app
 from service.config import AuthSettings, LimitsSettings, TurnoutConfig
-from tests.fakes import CLOUD, NANO, SlowBackend, Stack, build_gateway
+from testkit.fakes import CLOUD, NANO, SlowBackend, Stack, build_gateway
 
 KEY = "sk-turnout-0123456789-secret"
 OTHER_KEY = "sk-second-key-abcdef"

@@ -11,7 +11,17 @@ from router.errors import TargetUnavailableError
 from service.api.app import create_app
 from service.config import TurnoutConfig
 from service.moderation import CATEGORIES, SUBCATEGORIES
-from tests.fakes import CLOUD, EMBED, JSON_MINI, NANO, R1, FakeBackend, Stack, build_gateway, verdict
+from testkit.fakes import (
+    CLOUD,
+    EMBED,
+    JSON_MINI,
+    NANO,
+    R1,
+    FakeBackend,
+    Stack,
+    build_gateway,
+    verdict,
+)
 
 ALL_IDS = [NANO, JSON_MINI, R1, EMBED, CLOUD]
 
@@ -135,9 +145,8 @@ def test_moderation_with_a_model_that_cannot_moderate_and_no_fallbacks_is_400(cl
 
 
 def test_models_show_how_a_local_model_is_quantized():
-    from engine.quantization import at_load, detect
-
-    from tests.fakes import demo_records
+    from engine.quantize.schemes import at_load, detect
+    from testkit.fakes import demo_records
 
     records = demo_records()
     records[0] = records[0].model_copy(update={"quantization": at_load("int8")})

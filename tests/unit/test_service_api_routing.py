@@ -13,10 +13,22 @@ from router.errors import (
     TargetTimeoutError,
     TargetUnavailableError,
 )
+from router.needs import estimate_prompt_tokens
+from router.protocol import Endpoint
 from router.settings import CircuitSettings
 from service.api.app import create_app
 from service.config import TurnoutConfig
-from tests.fakes import CLOUD, EMBED, JSON_MINI, NANO, R1, Stack, build_gateway, router_settings, sse_events
+from testkit.fakes import (
+    CLOUD,
+    EMBED,
+    JSON_MINI,
+    NANO,
+    R1,
+    Stack,
+    build_gateway,
+    router_settings,
+    sse_events,
+)
 
 ROUTE, MODEL = "X-Turnout-Route", "X-Turnout-Model"
 HELLO = [{"role": "user", "content": "hello"}]
@@ -290,9 +302,13 @@ def test_a_local_chat_without_max_tokens_gets_the_operators_default():
     assert "max_tokens" not in cloud.body  # cloud providers keep their own default
 
 
-def test_the_default_never_passes_the_targets_context():
+def test_the_default_never_passes_what_the_prompt_leaves_of_the_context():
     stack = build_gateway(output_default=5000)
     client = TestClient(create_app(stack.gateway, TurnoutConfig(models=[])))
     assert chat(client, NANO).status_code == 200
-    (_, request), = stack.backends[NANO].calls
-    assert request.max_tokens == 2048
+    long_prompt = [{"role": "user", "content": "word " * 1000}]  # ~1,250 tokens as the router counts
+    assert chat(client, NANO, messages=long_prompt).status_code == 200
+    (_, short), (_, long) = stack.backends[NANO].calls
+    prompt = estimate_prompt_tokens(Endpoint.CHAT, {"messages": HELLO})
+    assert short.max_tokens == 2048 - prompt  # NANO's context, less the prompt
+    assert long.max_tokens == 2048 - estimate_prompt_tokens(Endpoint.CHAT, {"messages": long_prompt}) < 800

@@ -24,8 +24,8 @@ from service.backends.cloud import CloudBackend
 from service.backends.protocol import Json
 from service.backends.replica import ReplicaBackend
 from service.config import TurnoutConfig
-from service.openai_types import ErrorResponse
-from tests.fakes import (
+from service.serve_overrides.openai_types import ErrorResponse
+from testkit.fakes import (
     CLOUD,
     JSON_MINI,
     NANO,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine.demo import DEEPSEEK_ID, MINILM_ID, SMOLLM2_ID
 from engine.errors import ConfigError
+from engine.store.demo import DEEPSEEK_ID, MINILM_ID, SMOLLM2_ID
 from service.config import TurnoutConfig, load_config
 
 MODEL = "local/llama/tiny"

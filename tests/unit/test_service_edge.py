@@ -1,4 +1,4 @@
-"""The fast path's pieces without Ray running: the in-process backend and the graph's topology."""
+"""The edge's pieces without Ray running: the in-process backend and the graph's topology."""
 
 from __future__ import annotations
 
@@ -10,17 +10,18 @@ from typing import Any
 import pytest
 from ray.serve.llm.openai_api_models import ChatCompletionResponse
 
-from engine.config import Platform
 from engine.errors import ConfigError
+from engine.launch.settings import Platform
 from engine.protocol import Capability
 from router.errors import TargetOverloadedError, TargetUnavailableError
 from service.backends.local import LocalServerBackend
-from service.config import ModelSettings, ServerSettings, TurnoutConfig
+from service.config import ServerSettings, TurnoutConfig
 from service.edge import TurnoutEdge
 from service.graph import build_graph, edge_model
-from service.openai_types import ErrorResponse
+from service.model_config import ModelSettings
+from service.serve_overrides.openai_types import ErrorResponse
+from testkit.fakes import record
 from tests.checkpoints import write_checkpoint
-from tests.fakes import record
 
 CHAT_MODEL = "local/llama/tiny"
 OTHER = "local/deepseek/tiny"
@@ -208,7 +209,7 @@ def test_prefix_affinity_on_the_edge_adds_the_ingress_request_router(monkeypatch
     config = TurnoutConfig(models=models, server=ServerSettings(edge_model=CHAT_MODEL))
     app = _graph(monkeypatch, tmp_path, config)
     entry = app._bound_deployment
-    chosen = {"request_router_class": "service.routing:PrefixAffinityRouter"}
+    chosen = {"request_router_class": "service.serve_overrides.request_router:PrefixAffinityRouter"}
     assert entry._deployment_config.request_router_config.request_router_class.endswith("PrefixAffinityRouter")
     assert entry._deployment_config.request_router_config.request_router_kwargs["max_imbalance"] == 2
     router = app._ingress_request_router

@@ -6,13 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import CPU_EMBEDDING_KV_CACHE_BYTES, CPU_KV_CACHE_BYTES, EngineSettings, Platform
 from engine.errors import ConfigError
+from engine.launch.node import NodeFacts, NodeWork, prepare_node
+from engine.launch.plan import CPU_EMBEDDING_KV_CACHE_BYTES, CPU_KV_CACHE_BYTES
+from engine.launch.settings import EngineSettings, Platform
 from engine.protocol import Capability
-from service.config import AutoscalingSettings, LimitsSettings, ModelSettings
+from service.config import LimitsSettings
 from service.graph import llm_config
+from service.model_config import AutoscalingSettings, ModelSettings
+from testkit.fakes import record
 from tests.checkpoints import write_checkpoint
-from tests.fakes import record
 
 MODEL = "local/llama/tiny"
 EMBEDDER = "local/embedding/tiny"
@@ -99,8 +102,8 @@ def test_compiled_mode_on_cpu_is_refused(checkpoint):
 
 
 def test_int8_at_load_serves_the_int8_copy_from_the_stores_cache(tmp_path):
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     checkpoint = write_checkpoint(tmp_path / "tiny")
     save_file({"model.layers.0.mlp.up_proj.weight": torch.ones(4, 8, dtype=torch.bfloat16)},
@@ -110,5 +113,30 @@ def test_int8_at_load_serves_the_int8_copy_from_the_stores_cache(tmp_path):
     config = llm_config(model, rec, Platform.CPU, tmp_path / "store")
     served = Path(config.model_loading_config.model_source)
     assert served.parent == tmp_path / "store" / "cache" / "int8"
-    assert (served / "config.json").is_file() and config.engine_kwargs["tokenizer"] == str(checkpoint)
+    assert config.engine_kwargs["tokenizer"] == str(checkpoint)
     assert config.engine_kwargs["dtype"] == "bfloat16" and "quantization" not in config.engine_kwargs
+    assert not served.exists()  # building the graph writes nothing: the replica's node does
+    work = NodeWork.from_env(config.runtime_env["env_vars"])
+    assert (work.int8_from, work.int8_to) == (str(checkpoint), str(served))
+    prepare_node(work, NodeFacts())
+    assert (served / "config.json").is_file()
+
+
+def test_a_head_without_gpus_builds_an_fp8_graph_that_its_gpu_node_checks(tmp_path, monkeypatch):
+    import torch
+
+    def no_gpu_here():
+        raise AssertionError("the graph asked this machine's GPU")
+
+    monkeypatch.setattr(torch.cuda, "is_available", no_gpu_here)
+    rec = record(MODEL, [Capability.CHAT], context=2048, size_bytes=16, path=write_checkpoint(tmp_path / "tiny"))
+    model = ModelSettings(id=MODEL, engine=EngineSettings(quantization="fp8"))
+    config = llm_config(model, rec, Platform.CUDA, tmp_path / "store")
+    assert config.engine_kwargs["quantization"] == "fp8" and config.accelerator_config.kind == "gpu"
+    work = NodeWork.from_env(config.runtime_env["env_vars"])
+    assert (work.platform, work.load_scheme) == (Platform.CUDA, "fp8")
+    prepare_node(work, NodeFacts(cuda_capability=(9, 0)))  # a Hopper worker runs it
+    with pytest.raises(ConfigError, match="compute capability 8.9 or newer"):
+        prepare_node(work, NodeFacts(cuda_capability=(7, 5)))  # a T4 worker refuses it by name
+
+

@@ -9,12 +9,13 @@ from pydantic import ValidationError
 
 from engine.errors import ModelExistsError, ModelNotFoundError
 from engine.protocol import Capability, ModelType
-from engine.store import LocalModelManager
+from engine.store.manager import LocalModelManager
 from service.cli.serve import serve_config
-from service.config import ModelSettings, TurnoutConfig
+from service.config import TurnoutConfig
 from service.graph import model_record
+from service.model_config import ModelSettings
+from testkit.fakes import record
 from tests.checkpoints import write_checkpoint
-from tests.fakes import record
 
 MODEL = "local/llama/tiny"
 HUB = {"kind": "huggingface", "ref": "acme/Tiny-Llama", "revision": "v1"}

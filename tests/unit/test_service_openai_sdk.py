@@ -8,7 +8,15 @@ import pytest
 
 from service.api.app import create_app
 from service.config import AuthSettings, TurnoutConfig
-from tests.fakes import CLOUD, EMBED, JSON_MINI, NANO, FakeBackend, build_gateway, verdict
+from testkit.fakes import (
+    CLOUD,
+    EMBED,
+    JSON_MINI,
+    NANO,
+    FakeBackend,
+    build_gateway,
+    verdict,
+)
 
 KEY = "sk-sdk-test-key"
 HELLO = [{"role": "user", "content": "hello"}]

@@ -8,7 +8,7 @@ import time
 import pytest
 from ray.serve.llm import LLMServer
 
-from service.replica import FirstOutputBatcher, TurnoutLLMServer
+from service.serve_overrides.llm_server import FirstOutputBatcher, TurnoutLLMServer
 
 
 async def _engine(steps: list[list[str]], step_s: float, fail: bool = False):
@@ -61,7 +61,10 @@ def test_the_server_overrides_rays_batching_hook():
 def test_hub_tokens_are_not_copied_into_engine_runtime_envs(monkeypatch):
     from ray.llm._internal.serve.engines.vllm import vllm_models
 
-    from service.replica import HUB_TOKENS, keep_hub_tokens_out_of_runtime_envs
+    from service.serve_overrides.llm_server import (
+        HUB_TOKENS,
+        keep_hub_tokens_out_of_runtime_envs,
+    )
 
     monkeypatch.setattr(vllm_models, "ENV_VARS_TO_PROPAGATE", {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "OTHER"})
     monkeypatch.setenv("HF_TOKEN", "hf_secret")

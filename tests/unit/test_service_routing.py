@@ -1,4 +1,4 @@
-"""service.routing.PrefixAffinityRouter as Ray Serve drives it, over stand-in replicas."""
+"""service.serve_overrides.request_router.PrefixAffinityRouter as Ray Serve drives it, over stand-in replicas."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 from ray.serve._private.common import DeploymentHandleSource, DeploymentID, ReplicaID
 
-from service.config import AffinitySettings
-from service.routing import PrefixAffinityRouter, router_config
+from service.model_config import AffinitySettings
+from service.serve_overrides.request_router import PrefixAffinityRouter, router_config
 
 DEPLOYMENT = DeploymentID(name="model:x", app_name="turnout")
 SYSTEM = "You are the support agent of a shop. " * 20
@@ -87,5 +87,5 @@ def test_a_dead_replica_is_forgotten(router) -> None:
 
 def test_the_deployment_config_names_this_router() -> None:
     config = router_config(AffinitySettings(block_chars=128))
-    assert config["request_router_class"] == "service.routing:PrefixAffinityRouter"
+    assert config["request_router_class"] == "service.serve_overrides.request_router:PrefixAffinityRouter"
     assert config["request_router_kwargs"]["block_chars"] == 128

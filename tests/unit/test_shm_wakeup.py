@@ -1,11 +1,11 @@
-"""engine.shm_wakeup: the vLLM plugin that bounds an idle engine reader's missed-wakeup delay."""
+"""engine.patches.shm_wakeup: the vLLM plugin that bounds an idle engine reader's missed-wakeup delay."""
 
 from __future__ import annotations
 
 import pytest
 from vllm.distributed.device_communicators import shm_broadcast
 
-from engine import shm_wakeup
+from engine.patches import shm_wakeup
 
 
 @pytest.fixture
@@ -35,5 +35,5 @@ def test_the_plugin_is_registered_with_vllm() -> None:
     from importlib.metadata import entry_points
 
     names = {e.name: e.value for e in entry_points(group="vllm.general_plugins")}
-    assert names["turnout_shm_wakeup"] == "engine.shm_wakeup:register"
-    assert names["turnout_seeded_sampling"] == "engine.seeded_sampling:register"
+    assert names["turnout_shm_wakeup"] == "engine.patches.shm_wakeup:register"
+    assert names["turnout_seeded_sampling"] == "engine.patches.seeded_sampling:register"

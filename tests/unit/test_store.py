@@ -13,8 +13,8 @@ from engine.errors import (
     StoreError,
 )
 from engine.protocol import ModelType, SourceKind
-from engine.registry import Registry
-from engine.store import LocalModelManager
+from engine.store.manager import LocalModelManager
+from engine.store.registry import Registry
 from tests.checkpoints import write_checkpoint
 
 

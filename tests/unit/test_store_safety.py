@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from engine.config import EngineSettings, Platform, build_engine_args
 from engine.errors import ConfigError, InvalidCheckpointError, InvalidModelNameError
+from engine.launch.plan import build_engine_args
+from engine.launch.settings import EngineSettings, Platform
 from engine.protocol import parse_model_id, validate_name
-from engine.store import LocalModelManager
+from engine.store.manager import LocalModelManager
 from service.config import load_config
 from tests.checkpoints import write_checkpoint
 from tests.unit.test_engine_config import make_record

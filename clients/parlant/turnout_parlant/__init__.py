@@ -13,7 +13,11 @@ from turnout_parlant.errors import (
     TurnoutServerError,
 )
 from turnout_parlant.factory import NLPServiceFactory
-from turnout_parlant.generation import GenerationSettings, TurnoutSchematicGenerator, TurnoutStreamingTextGenerator
+from turnout_parlant.generation import (
+    GenerationSettings,
+    TurnoutSchematicGenerator,
+    TurnoutStreamingTextGenerator,
+)
 from turnout_parlant.loader import turnout_nlp_service
 from turnout_parlant.moderation import TurnoutModeration
 from turnout_parlant.service import DeepSeekService, LlamaService, TurnoutNLPService

@@ -7,7 +7,12 @@ from typing import Any, Literal
 from turnout_parlant.catalog import Catalog
 from turnout_parlant.client import TurnoutClient
 from turnout_parlant.errors import TurnoutError
-from turnout_parlant.service import MODELS_PATH, DeepSeekService, LlamaService, TurnoutNLPService
+from turnout_parlant.service import (
+    MODELS_PATH,
+    DeepSeekService,
+    LlamaService,
+    TurnoutNLPService,
+)
 from turnout_parlant.switcher import ModelSwitcher
 
 ServiceKind = Literal["llama", "deepseek", "model_switcher", "auto"]

@@ -6,7 +6,12 @@ from typing import get_args
 
 from parlant.core.loggers import Logger
 from parlant.core.meter import Meter
-from parlant.core.nlp.moderation import BaseModerationService, CustomerModerationContext, ModerationCheck, ModerationTag
+from parlant.core.nlp.moderation import (
+    BaseModerationService,
+    CustomerModerationContext,
+    ModerationCheck,
+    ModerationTag,
+)
 from parlant.core.nlp.policies import policy
 from typing_extensions import override
 

@@ -10,9 +10,19 @@ from typing import Any
 
 from parlant.core.engines.alpha.prompt_builder import PromptBuilder
 from parlant.core.nlp.embedding import Embedder
-from parlant.core.nlp.generation import SchematicGenerationResult, SchematicGenerator, StreamingTextGenerator, T
+from parlant.core.nlp.generation import (
+    SchematicGenerationResult,
+    SchematicGenerator,
+    StreamingTextGenerator,
+    T,
+)
 from parlant.core.nlp.moderation import ModerationService
-from parlant.core.nlp.service import EmbedderHints, NLPService, SchematicGeneratorHints, StreamingTextGeneratorHints
+from parlant.core.nlp.service import (
+    EmbedderHints,
+    NLPService,
+    SchematicGeneratorHints,
+    StreamingTextGeneratorHints,
+)
 from parlant.core.nlp.tokenization import EstimatingTokenizer
 from typing_extensions import override
 
