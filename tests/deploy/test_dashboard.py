@@ -86,8 +86,8 @@ def _turnout_names() -> set[str]:
 
 
 def _routing_names() -> set[str]:
-    """The prefix-affinity router's own metrics (service/routing.py)."""
-    text = (Path(__file__).resolve().parents[2] / "service" / "routing.py").read_text()
+    """The prefix-affinity router's own metrics (service/serve_overrides/request_router.py)."""
+    text = (Path(__file__).resolve().parents[2] / "service" / "serve_overrides" / "request_router.py").read_text()
     found = re.findall(r'ray_metrics\.(Counter|Gauge|Histogram)\(\s*"(turnout_\w+)"', text)
     assert found
     return {n for kind, name in found for n in _exported(f"ray_{name}", kind)}
