@@ -6,7 +6,12 @@ starts, so :func:`local_ray_environment` runs before Ray is imported and writes 
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
 
 # Ray Serve's high-throughput settings: HAProxy instead of the Python HTTP proxy (connections go
 # straight to the entry replicas), gRPC between deployments, the app on the replica's own loop.
@@ -45,5 +50,39 @@ def local_ray_environment(*, haproxy: bool) -> None:
     a single-machine cluster on 127.0.0.1. Ray reads these variables when its modules are
     imported, in this process and in every process it starts, so they go into ``os.environ``.
     """
-    for name, value in {**LOOPBACK_RAY_ENV, **({**FAST_SERVE_ENV, **LOCAL_SERVE_ENV} if haproxy else {})}.items():
+    serve_env = {**FAST_SERVE_ENV, **LOCAL_SERVE_ENV, **haproxy_instance_env()} if haproxy else {}
+    for name, value in {**LOOPBACK_RAY_ENV, **serve_env}.items():
         os.environ.setdefault(name, value)
+
+
+def haproxy_instance_env() -> dict[str, str]:
+    """Files and ports of this instance's HAProxy, its own.
+
+    Ray keeps HAProxy's configuration, admin socket and server state in /tmp/haproxy-serve/ and
+    its stats and metrics on ports 8404 and 9101, whatever the Ray instance: a second ``turnout
+    serve`` on the machine rewrote and reloaded the first one's HAProxy through the shared socket
+    (the first graph's port then answered with the second graph's limits). Each instance gets a
+    folder (removed at exit) and two free ports of its own.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="turnout-haproxy-"))
+    atexit.register(shutil.rmtree, folder, True)
+    stats, metrics = _free_ports(2)
+    return {
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(folder / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(folder / "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(folder),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(folder / "server-state"),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(stats),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics),
+    }
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind((LOOPBACK, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()

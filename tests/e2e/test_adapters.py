@@ -26,7 +26,7 @@ pytestmark = pytest.mark.e2e
 ZUB = f"{SMOLLM2_ID}:zubrowka"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once, whatever the order: the adapter stays registered
 def trained(deployment: Deployment) -> tuple[Path, str, str]:
     """(store root, finetune's stdout, its stderr) after training the Zubrowka adapter into the
     demo graph's store."""
@@ -36,7 +36,7 @@ def trained(deployment: Deployment) -> tuple[Path, str, str]:
     return root, result.stdout, result.stderr
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def served(trained, deployment: Deployment) -> tuple[Server, str, str]:
     """(the graph's process, its base URL, its metrics URL), once the adapter is registered."""
     return deployment.server, deployment.base_url, deployment.metrics_url

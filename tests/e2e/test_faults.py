@@ -14,39 +14,41 @@ import psutil
 import pytest
 
 from engine.store.demo import DEEPSEEK_ID, SMOLLM2_ID
-from tests.graph import CLOUD_ID, DEEPSEEK_CONTEXT
+from tests.graph import CLOUD_ID, DEEPSEEK_CONTEXT, Deployment
 
 pytestmark = pytest.mark.e2e
 HELLO = [{"role": "user", "content": "Hello"}]
 RECOVERY_S = 400
 
 
-def replicas(model_id: str) -> list[psutil.Process]:
-    """The Ray workers hosting ``model_id``'s replicas."""
+def replicas(deployment: Deployment, model_id: str) -> list[psutil.Process]:
+    """The Ray workers hosting ``model_id``'s replicas in ``deployment``'s graph (its Ray instance
+    runs under its ``turnout serve``; other graphs of the session are left alone)."""
     # Ray retitles a replica's worker as it works ("ray::ServeReplica:<app>:<deployment>",
     # "ray::SERVE_REPLICA::<app>#<deployment>#...", ...); the deployment name is in every form.
-    deployment = "model:" + model_id.replace("/", "--").replace(".", "_")
+    name = "model:" + model_id.replace("/", "--").replace(".", "_")
+    graph = psutil.Process(deployment.server.process.pid).children(recursive=True)
     return [
-        p for p in psutil.process_iter(["cmdline"])
-        if deployment in _title(p) and "replica" in _title(p).lower()
+        p for p in graph
+        if name in _title(p) and "replica" in _title(p).lower()
     ]
 
 
-def kill_replica(model_id: str) -> int:
+def kill_replica(deployment: Deployment, model_id: str) -> int:
     """SIGKILL the Ray worker hosting ``model_id``'s replica; return how many were killed."""
-    victims = replicas(model_id)
+    victims = replicas(deployment, model_id)
     assert len(victims) <= 1, [_title(p) for p in victims]
     for process in victims:
         process.send_signal(signal.SIGKILL)
     return len(victims)
 
 
-def kill_engine(model_id: str) -> int:
+def kill_engine(deployment: Deployment, model_id: str) -> int:
     """SIGKILL the engine core under ``model_id``'s replica (the model fails, its replica
     stays); return how many were killed. On the edge SmolLM2's replica is also the HTTP
     entry: its engine fails, the entry keeps serving."""
     victims = [
-        child for replica in replicas(model_id) for child in replica.children(recursive=True)
+        child for replica in replicas(deployment, model_id) for child in replica.children(recursive=True)
         if "EngineCore" in " ".join(child.cmdline())
     ]
     assert len(victims) <= 1, victims
@@ -73,8 +75,8 @@ def wait_until_served_by(http: httpx.Client, model_id: str) -> httpx.Response:
     raise AssertionError(f"{model_id} did not come back within {RECOVERY_S}s")
 
 
-def test_killed_engine_falls_back_opens_circuit_and_recovers(http: httpx.Client) -> None:
-    assert kill_engine(SMOLLM2_ID) == 1
+def test_killed_engine_falls_back_opens_circuit_and_recovers(deployment: Deployment, http: httpx.Client) -> None:
+    assert kill_engine(deployment, SMOLLM2_ID) == 1
     routes = []
     for _ in range(4):
         reply = http.post("/v1/chat/completions", json={"model": SMOLLM2_ID, "messages": HELLO, "max_tokens": 4})
@@ -89,7 +91,7 @@ def test_killed_engine_falls_back_opens_circuit_and_recovers(http: httpx.Client)
     assert card(http, SMOLLM2_ID)["circuit"] == "closed"
 
 
-def test_stream_that_fails_after_first_token_ends_with_error_event(http: httpx.Client) -> None:
+def test_stream_that_fails_after_first_token_ends_with_error_event(deployment: Deployment, http: httpx.Client) -> None:
     # Long enough that the kill lands while tokens are still being generated (the tiny DeepSeek
     # is fast, and the ingress relays a batch of tokens per write).
     tokens = DEEPSEEK_CONTEXT - 64
@@ -102,7 +104,7 @@ def test_stream_that_fails_after_first_token_ends_with_error_event(http: httpx.C
                 continue
             events.append(line.removeprefix("data: "))
             if len(events) == 3:
-                assert kill_replica(DEEPSEEK_ID) == 1
+                assert kill_replica(deployment, DEEPSEEK_ID) == 1
     assert events[-1] == "[DONE]"
     payloads = [json.loads(e) for e in events[:-1]]
     assert "error" in payloads[-1], payloads[-1]
@@ -129,7 +131,7 @@ def _outcome(reply: httpx.Response, stream: bool) -> str:
     return "fallback" if last["model"] != SMOLLM2_ID else "served"
 
 
-def test_engine_killed_under_concurrent_load_loses_no_request(deployment, http: httpx.Client) -> None:
+def test_engine_killed_under_concurrent_load_loses_no_request(deployment: Deployment, http: httpx.Client) -> None:
     """12 clients (half streaming) on SmolLM2; its engine is SIGKILLed while they run."""
     async def one(client: httpx.AsyncClient, i: int) -> str:
         stream = i % 2 == 1
@@ -142,7 +144,7 @@ def test_engine_killed_under_concurrent_load_loses_no_request(deployment, http: 
         async with httpx.AsyncClient(base_url=deployment.base_url, timeout=120) as client:
             tasks = [asyncio.create_task(one(client, i)) for i in range(12)]
             await asyncio.sleep(1.5)  # the first requests are being generated
-            assert kill_engine(SMOLLM2_ID) == 1
+            assert kill_engine(deployment, SMOLLM2_ID) == 1
             return await asyncio.gather(*tasks)  # a hang fails here, on the client timeout
 
     outcomes = asyncio.run(load())

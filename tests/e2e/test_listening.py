@@ -19,7 +19,19 @@ import pytest
 from tests.graph import Deployment
 
 pytestmark = pytest.mark.e2e
-HAPROXY_READ_ONLY = {8404: "stats page", 9101: "Prometheus metrics"}
+# HAProxy's read-only stats page and Prometheus endpoint: ports of their own per `turnout serve`
+# (service/serve_overrides/environment.py), named in HAProxy's environment; Ray binds them widely.
+READ_ONLY_PORTS = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")
+
+
+def haproxy_read_only_ports(root_pid: int) -> set[int]:
+    """The stats and metrics ports of the HAProxy under ``root_pid``."""
+    haproxy = [p for p in psutil.Process(root_pid).children(recursive=True) if p.name() == "haproxy"]
+    assert haproxy, "no HAProxy under the graph"
+    env = haproxy[0].environ()
+    ports = {int(env[name]) for name in READ_ONLY_PORTS if name in env}
+    assert len(ports) == 2, f"HAProxy's stats and metrics ports are not this instance's own: {ports}"
+    return ports
 
 
 def listening(root_pid: int) -> list[tuple[str, str, int]]:
@@ -50,8 +62,10 @@ def test_every_port_of_a_local_turnout_serve_is_on_loopback(deployment: Deployme
     assert any(name.startswith("ray::ServeRepli") for name in names), names
     api_port = int(deployment.base_url.rsplit(":", 1)[1])
     assert ("haproxy", "127.0.0.1", api_port) in sockets
+    read_only = haproxy_read_only_ports(deployment.server.process.pid)
+    assert 8404 not in read_only and 9101 not in read_only  # not Ray's shared defaults
     exposed = [
         s for s in sockets
-        if not on_loopback(s[1]) and not (s[0] == "haproxy" and s[2] in HAPROXY_READ_ONLY)
+        if not on_loopback(s[1]) and not (s[0] == "haproxy" and s[2] in read_only)
     ]
     assert exposed == [], f"listening beyond loopback: {exposed}"

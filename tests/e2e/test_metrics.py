@@ -7,7 +7,8 @@ import time
 import httpx
 import pytest
 
-from tests.graph import Deployment
+from engine.store.demo import DEEPSEEK_ID
+from tests.graph import DEEPSEEK_CONTEXT, Deployment
 
 pytestmark = pytest.mark.e2e
 EXPECTED = [
@@ -25,6 +26,10 @@ EXPECTED = [
 
 def test_metrics_are_exported(deployment: Deployment, http: httpx.Client) -> None:
     http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3})
+    # a fallback of its own, whatever ran before: longer than DeepSeek's context, the next target serves
+    long = [{"role": "user", "content": "hello " * (DEEPSEEK_CONTEXT + 400)}]
+    reply = http.post("/v1/chat/completions", json={"model": DEEPSEEK_ID, "messages": long, "max_tokens": 2})
+    assert f"{DEEPSEEK_ID}=context_length" in reply.headers["x-turnout-route"], reply.text
     deadline, missing = time.monotonic() + 120, EXPECTED
     while missing and time.monotonic() < deadline:
         text = httpx.get(deployment.metrics_url, timeout=10).text

@@ -64,3 +64,16 @@ def test_haproxy_accepts_the_rendered_config(tmp_path: Path) -> None:
     path.write_text(_rendered("conn-failure empty-response\n    option no-such-option"))
     broken = subprocess.run([binary, "-c", "-f", str(path)], capture_output=True, text=True, timeout=60)
     assert broken.returncode != 0
+
+
+def test_each_local_instance_has_its_own_haproxy_files_and_ports() -> None:
+    from ray.serve._private import constants
+
+    from service.serve_overrides.environment import haproxy_instance_env
+
+    first, second = haproxy_instance_env(), haproxy_instance_env()
+    assert set(first) == set(second) and all(first[name] != second[name] for name in first)
+    source = Path(constants.__file__).read_text()
+    assert all(f'"{name}"' in source for name in first)  # Ray reads every one of them
+    assert Path(first["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"]).parent.is_dir()
+    assert {first["RAY_SERVE_HAPROXY_STATS_PORT"], first["RAY_SERVE_HAPROXY_METRICS_PORT"]}.isdisjoint({"8404", "9101"})
