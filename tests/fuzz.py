@@ -16,10 +16,16 @@ from typing import Any
 
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
+import schemathesis.specs.openapi.schemas  # noqa: F401 - see below
 from schemathesis import GenerationMode
 from schemathesis.schemas import BaseSchema
 
 from service.api.openapi import MAX_N
+
+# schemathesis imports its OpenAPI modules on first use, and pytest rewrites them as it imports them
+# (schemathesis is a pytest plugin). Imported inside the running e2e fuzz test, the first fuzz test
+# of its worker in a shuffled run, CPython 3.11's parser failed there with "AST constructor
+# recursion depth mismatch" (twice); imported here, at collection, nothing is parsed during a test.
 
 COSTLY = ("max_tokens", "max_completion_tokens")
 MAX_FUZZ_TOKENS = 8

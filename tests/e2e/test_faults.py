@@ -58,7 +58,10 @@ def kill_engine(deployment: Deployment, model_id: str) -> int:
 
 
 def _title(process: psutil.Process) -> str:
-    return " ".join(process.info["cmdline"] or [])
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:  # ended meanwhile
+        return ""
 
 
 def card(http: httpx.Client, model_id: str) -> dict:
