@@ -46,9 +46,9 @@ test-cluster: models
 	mkdir -p $(REPORTS)
 	$(PY) -m pytest -q tests/cluster --durations=10 --junitxml=$(REPORTS)/cluster.xml $(PYTEST_ARGS)
 
-# While working: no engine, no Ray, under two minutes.
+# While working: no engine, no Ray; about 90 s on two workers.
 unit: install
-	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(WORKERS) tests/unit $(PYTEST_ARGS)
 
 integration: models
 	$(PY) -m pytest -q -m integration
