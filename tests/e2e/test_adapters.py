@@ -31,7 +31,7 @@ def trained(deployment: Deployment) -> tuple[Path, str, str]:
     """(store root, finetune's stdout, its stderr) after training the Zubrowka adapter into the
     demo graph's store."""
     root = deployment.store.root
-    result = finetune(root, SMOLLM2_ID, "zubrowka", write_data(root / "zubrowka.jsonl"), "--threads", "2")
+    result = finetune(root, SMOLLM2_ID, "zubrowka", write_data(root / "zubrowka.jsonl"))
     assert result.returncode == 0, result.stderr[-3000:]
     return root, result.stdout, result.stderr
 
