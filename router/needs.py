@@ -147,6 +147,8 @@ def _max_tokens(body: Mapping[str, Any]) -> int | None:
         value = body.get(key)
         if value is None:
             continue
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # JSON has one number type: 16.0 is 16, as the request model reads it
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ClientError(f"'{key}' must be a non-negative integer", param=key)
         return value

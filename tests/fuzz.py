@@ -14,13 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import schemathesis.specs.openapi.schemas  # noqa: F401 - see below
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
-import schemathesis.specs.openapi.schemas  # noqa: F401 - see below
 from schemathesis import GenerationMode
 from schemathesis.schemas import BaseSchema
 
-from service.api.openapi import MAX_N
+from service.api.parsing import MAX_N
 
 # schemathesis imports its OpenAPI modules on first use, and pytest rewrites them as it imports them
 # (schemathesis is a pytest plugin). Imported inside the running e2e fuzz test, the first fuzz test
@@ -74,23 +74,26 @@ def bound_cost(case: Any) -> None:
 
 def fuzz(
     schema: BaseSchema, call: Callable[[Any], Any], *, examples: int,
-    prepare: Callable[[Any], None] = lambda case: None,
+    prepare: Callable[[Any], None] = lambda case: None, modes: tuple[str, ...] = ("positive", "negative"),
+    derandomize: bool = False,
 ) -> FuzzReport:
-    """Run every operation of ``schema`` through ``call(case) -> response`` and check each answer."""
+    """Run every operation of ``schema`` through ``call(case) -> response`` in each of ``modes``
+    and check each answer; ``derandomize``: the same cases every run."""
     report = FuzzReport()
     for result in schema.get_all_operations():
         operation = result.ok()
-        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            _run(operation, mode, call, prepare, examples, report)
+        for mode in (GenerationMode(m) for m in modes):
+            _run(operation, mode, call, prepare, examples, report, derandomize)
     return report
 
 
 def _run(operation: Any, mode: GenerationMode, call: Callable, prepare: Callable, examples: int,
-         report: FuzzReport) -> None:
+         report: FuzzReport, derandomize: bool = False) -> None:
     label = f"{operation.method.upper()} {operation.path}"
 
     @settings(
         max_examples=examples, deadline=None, database=None, phases=[Phase.explicit, Phase.generate],
+        derandomize=derandomize,
         suppress_health_check=list(HealthCheck),
     )
     @given(operation.as_strategy(generation_mode=mode))

@@ -5,20 +5,32 @@ OpenAI-style 400s where FastAPI would answer 422), so FastAPI cannot derive thes
 are a compact hand-written subset of OpenAI's API, not the JSON schema of vLLM's pydantic models:
 that one is about 40 kB for chat alone, with dozens of engine-only fields and deep unions of
 message types, so a schema-driven fuzzer spends its examples on fields no client sends and its
-time on resolving references. The subset names the fields clients send, with the bounds the
-server enforces (:mod:`service.api.parsing`); other fields are allowed and are still validated
-by the server against vLLM's models.
+time on resolving references. The subset types the fields clients send, with the bounds the
+server enforces (:mod:`service.api.parsing`). Which field names a body may hold comes from the same
+rule the server applies (:func:`service.api.parsing.known_fields` of the vLLM request model the
+route validates against: ``propertyNames``); a name outside it is answered 400 "Unrecognized
+request argument", as OpenAI does. Fields of vLLM's models that the subset does not type are
+accepted and validated by the server against those models.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
 from router.protocol import SizeClass
+from service.api.parsing import MAX_N, known_fields
+from service.serve_overrides.openai_types import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingCompletionRequest,
+    TokenizeChatRequest,
+    TokenizeCompletionRequest,
+)
 
 Json = dict[str, Any]
 
-MAX_N = 128  # OpenAI's own bound on choices per request
 
 _TEXT = {"type": "string"}
 _TEXTS = {"type": "array", "items": _TEXT, "minItems": 1}
@@ -44,22 +56,66 @@ _SAMPLING = {
     "stop": {"oneOf": [_TEXT, {"type": "array", "items": _TEXT, "maxItems": 4}]},
     "size": {"type": "string", "enum": [s.value for s in SizeClass]},
 }
-_RESPONSE_FORMAT = {
+_JSON_SCHEMA = {
     "type": "object",
-    "required": ["type"],
-    "properties": {
-        "type": {"type": "string", "enum": ["text", "json_object", "json_schema"]},
-        "json_schema": {
-            "type": "object",
-            "required": ["name", "schema"],
-            "properties": {"name": _TEXT, "schema": {"type": "object"}, "strict": {"type": "boolean"}},
-        },
-    },
+    "required": ["name", "schema"],
+    "properties": {"name": _TEXT, "schema": {"type": "object"}, "strict": {"type": "boolean"}},
+}
+_RESPONSE_FORMAT = {
+    "oneOf": [
+        {"type": "object", "required": ["type"],
+         "properties": {"type": {"type": "string", "enum": ["text", "json_object"]}}},
+        {"type": "object", "required": ["type", "json_schema"],
+         "properties": {"type": {"const": "json_schema"}, "json_schema": _JSON_SCHEMA}},
+    ],
 }
 
 
-def _object(required: list[str], properties: Json) -> Json:
-    return {"type": "object", "required": required, "properties": properties}
+def _object(required: list[str], properties: Json, *accepts: type[BaseModel]) -> Json:
+    """A body with ``properties`` typed and, given ``accepts``, only the names one of them knows;
+    their other scalar fields are typed as the models type them (:func:`_scalar_fields`)."""
+    body: Json = {"type": "object", "required": required, "properties": properties}
+    if accepts:
+        body["propertyNames"] = {"enum": sorted(set().union(*(known_fields(model) for model in accepts)))}
+        scalars = {}
+        for model in accepts:
+            scalars.update(_scalar_fields(model))
+        body["properties"] = {**scalars, **properties}
+    return body
+
+
+_SCALARS = ("boolean", "integer", "number", "string")
+
+
+def _scalar_fields(model: type[BaseModel]) -> Json:
+    """``model``'s fields typed from its own JSON schema: scalars and enums with their bounds,
+    arrays (of scalars: with their items' type) and objects by their JSON type, each with null where
+    the model allows it. Rules across fields (``top_logprobs`` needs ``logprobs``) and inside
+    objects are the server's to check."""
+    document = model.model_json_schema()
+    fields: Json = {}
+    for name, schema in document.get("properties", {}).items():
+        options = [o for o in schema.get("anyOf", [schema]) if o.get("type") != "null"]
+        nullable = len(options) < len(schema.get("anyOf", [schema]))
+        if len(options) != 1:
+            continue
+        option = options[0]
+        if "$ref" in option:
+            option = document.get("$defs", {}).get(option["$ref"].rpartition("/")[2], {})
+        if option.get("type") in _SCALARS:
+            typed = {k: v for k, v in option.items() if k in _BOUNDS}
+        elif option.get("type") in ("array", "object"):
+            typed = {"type": option["type"]}
+            items = option.get("items", {})
+            if option["type"] == "array" and items.get("type") in _SCALARS:
+                typed["items"] = {"type": items["type"]}
+        else:
+            continue
+        fields[name] = {"anyOf": [typed, {"type": "null"}]} if nullable else typed
+    return fields
+
+
+_BOUNDS = ("type", "enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength")
 
 
 CHAT = _object(
@@ -69,17 +125,24 @@ CHAT = _object(
         "max_completion_tokens": {"type": "integer", "minimum": 1},
         "response_format": _RESPONSE_FORMAT,
     },
+    ChatCompletionRequest,
 )
 COMPLETIONS = _object(
-    ["prompt"], {"model": _MODEL, "prompt": {"oneOf": [_TEXT, _TEXTS, _TOKENS]}, **_SAMPLING}
+    ["prompt"], {"model": _MODEL, "prompt": {"oneOf": [_TEXT, _TEXTS, _TOKENS]}, **_SAMPLING}, CompletionRequest,
 )
-EMBEDDINGS = _object(["input"], {"model": _MODEL, "input": {"oneOf": [_TEXT, _TEXTS, _TOKENS]}})
+EMBEDDINGS = _object(
+    ["input"], {"model": _MODEL, "input": {"oneOf": [_TEXT, _TEXTS, _TOKENS]}, "size": _SAMPLING["size"]},
+    EmbeddingCompletionRequest,
+)
 MODERATIONS = _object(["input"], {"model": _MODEL, "input": {"oneOf": [_TEXT, _TEXTS]}})
-TOKENIZE = _object(
-    ["model"],
-    {"model": {"type": "string", "description": "An explicit local model id."}, "prompt": _TEXT,
-     "messages": _MESSAGES},
-)
+_TOKENIZE_MODEL = {"type": "string", "description": "An explicit local model id."}
+# a completion-style body (prompt) or a chat-style one (messages)
+TOKENIZE = {
+    "oneOf": [
+        _object(["model", "prompt"], {"model": _TOKENIZE_MODEL, "prompt": _TEXT}, TokenizeCompletionRequest),
+        _object(["model", "messages"], {"model": _TOKENIZE_MODEL, "messages": _MESSAGES}, TokenizeChatRequest),
+    ],
+}
 
 
 def request_body(schema: Json) -> Json:

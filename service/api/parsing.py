@@ -15,12 +15,12 @@ from vllm.exceptions import VLLMClientError
 
 from engine.errors import ClientError
 from service.api.errors import PayloadTooLargeError
-from service.api.openapi import MAX_N
 from service.config import LimitsSettings
 
 Json = dict[str, Any]
 MAX_DEPTH = 100  # JSON nesting levels of a request body; JSON schemas rarely pass 30
 # OpenAI's bounds, which vLLM's request models do not check (max_tokens has its cap below too).
+MAX_N = 128  # OpenAI's own bound on choices per request
 _RANGES = {
     "max_tokens": (1, math.inf), "max_completion_tokens": (1, math.inf), "n": (1, MAX_N),
     "temperature": (0, 2), "top_p": (0, 1),
@@ -69,6 +69,10 @@ def validated(model: type[BaseModel], body: Json, limits: LimitsSettings) -> Any
         raise ClientError(f"invalid request: {fields}", param=_loc(first)) from None
     except VLLMClientError as e:  # raised by vLLM's model validators, past pydantic
         raise ClientError(f"invalid request: {e}", param=getattr(e, "parameter", None)) from None
+    except (AttributeError, TypeError, KeyError, IndexError) as e:
+        # vLLM's model validators read some fields before checking their type (a list where an
+        # object belongs): the body is at fault, not the server
+        raise ClientError(f"invalid request: {e.__class__.__name__}: {e}") from None
 
 
 @functools.cache
