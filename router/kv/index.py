@@ -26,6 +26,11 @@ routing policy over :meth:`match` can do no worse than its load-only choice. A p
 chain the whole prefix, as in vLLM, so this is the engine's own hit rule). Memory: at most
 ``max_blocks`` blocks per replica (least recently stored dropped first: a subset again) and
 ``max_held_batches`` batches held back per gap. Not thread-safe: use it from one event loop.
+
+Limits: the index is as fresh as the last batch applied (events in flight are a lag no
+subscriber avoids: a prompt may be routed to a block evicted a moment ago, costing that hit,
+never a wrong answer). Blocks are a set: if an engine holds two copies of one block (two
+requests prefilled it at once) and evicts one, the index drops it (an under-count again).
 """
 
 from __future__ import annotations

@@ -23,7 +23,6 @@ sockets (linger 0); the ZMQ context is the caller's or pyzmq's shared one and is
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Self
@@ -104,6 +103,8 @@ class KvEventSubscriber:
         if self._replay is not None:
             loops.append(self._read_replays())
         self._tasks = [asyncio.create_task(loop, name=f"kv-events-{self.replica}") for loop in loops]
+        for task in self._tasks:
+            task.add_done_callback(self._report_failure)
         self._ask_replay(request)
 
     async def close(self) -> None:
@@ -112,9 +113,7 @@ class KvEventSubscriber:
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*tasks, return_exceptions=True)  # failures were logged as they happened
         if self._replay_timer is not None:
             self._replay_timer.cancel()
         if self._sub is not None:
@@ -172,6 +171,12 @@ class KvEventSubscriber:
                 # subscription reached it are lost: read its buffer from the start.
                 self.stats.connections += 1
                 self._ask_replay(self.index.resync(self.replica))
+
+    def _report_failure(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            # No more events will come: stop trusting what the index holds for this replica.
+            self.index.disconnected(self.replica)
+            logger.error("KV event reader for %s stopped", self.replica, exc_info=task.exception())
 
     def _ask_replay(self, request: ReplayRequest | None) -> None:
         if request is None:

@@ -129,3 +129,22 @@ async def test_close_releases_the_endpoint(ports) -> None:
     await again.start()
     await again.close()
     assert index.replicas == ["a"]
+
+
+async def test_a_failing_reader_distrusts_the_replica(publishers, ports) -> None:
+    class Broken(KvIndex):
+        def apply(self, replica, batch, *, replayed=False):
+            if batch.seq == 1:
+                raise RuntimeError("boom")
+            return super().apply(replica, batch, replayed=replayed)
+
+    index = Broken()
+    publisher = publishers()
+    async with _subscriber(index, ports, replay=False) as sub:
+        await _until(lambda: sub.stats.connections >= 1)
+        await asyncio.sleep(0.2)
+        publisher.publish(_stored(CHAIN))
+        await _until(lambda: index.match(CHAIN, ["a"])["a"] == 4)
+        publisher.publish(_removed([CHAIN[0]]))
+        await _until(lambda: index.stats("a").phase is Phase.DISCONNECTED)
+        assert index.match(CHAIN, ["a"]) == {"a": 0}
