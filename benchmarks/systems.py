@@ -32,7 +32,15 @@ from engine.launch.node import prepare_node
 from engine.launch.plan import build_engine_args
 from engine.launch.settings import EngineSettings
 from engine.protocol import ModelRecord
-from testkit.servers import REPO, Server, answers, free_port, start, wait_until
+from testkit.servers import (
+    REPO,
+    Server,
+    answers,
+    free_port,
+    start,
+    turnout_beside,
+    wait_until,
+)
 
 # One engine thread on core 0 for every system: core 1 is left to the HTTP layers and the client.
 ENGINE = EngineSettings(cpu_threads_bind="0")
@@ -197,3 +205,18 @@ def _running(server: Server, ready: Any, timeout_s: float) -> Iterator[float]:
         yield wait_until(server, ready, timeout_s)
     finally:
         server.stop(signal.SIGINT)
+
+
+def turnout_replicas(
+    record: ModelRecord, routing: str, engine: EngineSettings, work: Path, metrics_port: int, store_root: Path,
+    replicas: int = 2,
+) -> Any:
+    """``turnout serve`` of ``record`` with ``replicas`` replicas and ``routing`` among them
+    (a context manager yielding the server and its base URL)."""
+    config = {
+        "models": [{"id": record.id, "replicas": replicas, "routing": routing,
+                    "engine": engine.model_dump(exclude_defaults=True)}],
+        "server": {"metrics_export_port": metrics_port},
+        "limits": {"first_token_timeout_s": 300},
+    }
+    return turnout_beside(config, work, store_root, timeout_s=900)

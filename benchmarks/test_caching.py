@@ -21,7 +21,6 @@ import os
 import random
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -29,6 +28,7 @@ from transformers import AutoTokenizer
 
 from benchmarks.load import make_prompts, percentile, run_load
 from benchmarks.systems import rayllm_server
+from benchmarks.systems import turnout_replicas as _graph
 from engine.launch.settings import EngineSettings
 from engine.protocol import ModelRecord
 from testkit.agent_turn import agent_turn
@@ -45,16 +45,6 @@ FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 def shared_prefixes(smollm2_record: ModelRecord) -> list[str]:
     tokenizer = AutoTokenizer.from_pretrained(str(smollm2_record.path))
     return make_prompts(tokenizer, PREFIXES, PREFIX_TOKENS, seed=99)
-
-
-def _graph(record: ModelRecord, routing: str, engine: EngineSettings, work: Path, metrics_port: int, store_root: Path):
-    config = {
-        "models": [{"id": record.id, "replicas": 2, "routing": routing,
-                    "engine": engine.model_dump(exclude_defaults=True)}],
-        "server": {"metrics_export_port": metrics_port},
-        "limits": {"first_token_timeout_s": 300},
-    }
-    return turnout_beside(config, work, store_root, timeout_s=900)
 
 
 @pytest.mark.timeout(1800)

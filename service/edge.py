@@ -50,7 +50,8 @@ class TurnoutEdge(TurnoutLLMServer):
         self._reviving: asyncio.Task | None = None
         await super().__init__(llm_config, engine_cls=engine_cls)
         model_id = llm_config.model_id
-        own = LocalServerBackend(model_id, self, turnout.limits.first_token_timeout_s, max_in_flight)
+        replica = serve.get_replica_context().replica_id.to_full_id_str()
+        own = LocalServerBackend(model_id, self, turnout.limits.first_token_timeout_s, max_in_flight, replica)
         self.entry = Entry(turnout, records, handles, local={model_id: own})
 
     async def __serve_build_asgi_app__(self) -> FastAPI:

@@ -19,10 +19,20 @@ from service.config import TurnoutConfig, load_config
 from service.deployment import TurnoutIngress
 from service.edge import TurnoutEdge
 from service.model_config import ModelSettings
+from service.serve_overrides.kv_router import router_config as kv_router_config
 from service.serve_overrides.llm_server import TurnoutLLMServer
 from service.serve_overrides.request_router import ingress_router, router_config
 
 _FROM_RECORD = ("model", "served_model_name")
+# vLLM publishes its prefix cache's events on the node's address (tcp://*:0 binds VLLM_HOST_IP,
+# see service.serve_overrides.engine_class); enable_prompt_tokens_details: cached tokens in usage
+KV_EVENTS = {
+    "kv_events_config": {
+        "enable_kv_cache_events": True, "publisher": "zmq", "topic": "kv",
+        "endpoint": "tcp://*:0", "replay_endpoint": "tcp://*:0",
+    },
+    "enable_prompt_tokens_details": True,
+}
 
 
 def llm_config(model: ModelSettings, record: ModelRecord, platform: Platform, store_root: Path | None = None) -> LLMConfig:
@@ -44,6 +54,10 @@ def llm_config(model: ModelSettings, record: ModelRecord, platform: Platform, st
         deployment["num_replicas"] = model.replicas
     if model.routing == "prefix_affinity":
         deployment["request_router_config"] = router_config(model.affinity)
+    elif model.routing == "kv_aware":
+        engine_kwargs |= KV_EVENTS  # and each response's usage says how many prompt tokens were cached
+        tokenizer = launch.engine_kwargs.get("tokenizer") or launch.engine_kwargs["model"]
+        deployment["request_router_config"] = kv_router_config(model.kv, tokenizer, env.get("PYTHONHASHSEED"))
     return LLMConfig(
         # the checkpoint the engine loads: the record's, or its int8 copy (quantization: int8 on the CPU)
         model_loading_config={"model_id": record.id, "model_source": launch.engine_kwargs["model"]},
@@ -139,7 +153,7 @@ def build_graph(config: TurnoutConfig, platform: Platform | None = None) -> Appl
         },
         override_serve_options={"max_ongoing_requests": entry_limit},
     )
-    if settings.routing == "prefix_affinity":
+    if settings.routing in ("prefix_affinity", "kv_aware"):  # HAProxy asks the model's request router
         return app._with_ingress_request_router(ingress_router(app))
     return app
 

@@ -49,6 +49,24 @@ class AffinitySettings(Strict):
     probe_interval_s: float = Field(default=0.5, gt=0, description="How often replica loads are refreshed.")
 
 
+class KvRoutingSettings(Strict):
+    """KV-aware routing among a model's replicas (``routing: kv_aware``): each engine publishes
+    the blocks of its prefix cache (vLLM's KV events), the router keeps an index of them and sends
+    a prompt where the estimated time to its first token is lowest (``router.kv.cost``)."""
+
+    prefill_s_per_token: float = Field(
+        default=0.0005, gt=0, description="Cost model: seconds of prefill per uncached prompt token.",
+    )
+    decode_s_per_request: float = Field(
+        default=0.002, ge=0, description="Cost model: seconds each running request adds to a replica's steps.",
+    )
+    probe_interval_s: float = Field(default=0.5, gt=0, description="How often replica loads are refreshed.")
+    stats_period_s: float = Field(
+        default=2, gt=0, description="How often Serve asks replicas for their KV event endpoints.",
+    )
+    max_blocks: int = Field(default=1 << 18, ge=1, description="Blocks the router's index holds at most.")
+
+
 class ModelSource(Strict):
     """Where a model that is not in the store yet is fetched from, once, at start-up."""
 
@@ -96,14 +114,17 @@ class ModelSettings(Strict):
         default=0.5, gt=0, description="Logical CPUs reserved per replica in Ray (CPU platform)."
     )
     num_gpus: float = Field(default=0, ge=0, description="GPUs per replica (CUDA: tensor_parallel_size).")
-    routing: Literal["default", "prefix_affinity"] = Field(
+    routing: Literal["default", "prefix_affinity", "kv_aware"] = Field(
         default="default",
         description="How a request picks one of this model's replicas. default: the least "
         "loaded (HAProxy's fewest connections for the edge model, Serve's power of two choices "
         "for others). prefix_affinity: the replica that already holds the prompt's prefix in "
-        "vLLM's prefix cache, within a load guard (affinity).",
+        "vLLM's prefix cache, within a load guard (affinity), guessed from the prompts it sent. "
+        "kv_aware: the replica with the lowest estimated time to first token, from what each "
+        "engine's prefix cache holds (its KV events) and its load (kv).",
     )
     affinity: AffinitySettings = Field(default_factory=AffinitySettings)
+    kv: KvRoutingSettings = Field(default_factory=KvRoutingSettings)
     resources: dict[str, float] = Field(
         default_factory=dict,
         description="Custom Ray resources each replica reserves beside its CPUs/GPUs, e.g. a "

@@ -54,8 +54,14 @@ _ENGINE_USERS = ("tests/integration/test_reference.py", "tests/integration/test_
 _LONG_UNITS = ("graphs", "tests/integration/test_quantization.py", "engines", "tests/integration/test_doctor.py")
 
 
+# e2e modules with a graph of their own and no test of the session's graphs: units of their own
+_OWN_GRAPHS = ("tests/e2e/test_kv_routing.py",)
+
+
 def work_unit(nodeid: str) -> str:
     """``graphs``, ``engines``, or the test's module."""
+    if nodeid.startswith(_OWN_GRAPHS):
+        return nodeid.split("::")[0]
     if nodeid.startswith(_GRAPHS):
         return "graphs"
     if nodeid.startswith(_ENGINE_USERS):

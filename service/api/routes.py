@@ -26,7 +26,9 @@ from service.serve_overrides.openai_types import (
 
 router = APIRouter()
 MODEL_HEADER = "X-Turnout-Model"
-TURNOUT_HEADERS = (ROUTE_HEADER, MODEL_HEADER, CACHE_HEADER)
+REPLICA_HEADER = "X-Turnout-Replica"  # the edge replica whose engine answered
+CACHED_HEADER = "X-Turnout-Cached-Tokens"  # prompt tokens its prefix cache held (engine's count)
+TURNOUT_HEADERS = (ROUTE_HEADER, MODEL_HEADER, CACHE_HEADER, REPLICA_HEADER, CACHED_HEADER)
 _STARTED = int(time.time())
 
 
@@ -42,9 +44,23 @@ def _respond(served: Served) -> Response:
     headers = {ROUTE_HEADER: served.route, MODEL_HEADER: served.target.id}
     if served.cache is not None:
         headers[CACHE_HEADER] = served.cache
+    if served.answer.replica is not None:
+        headers[REPLICA_HEADER] = served.answer.replica
+    cached = _cached_tokens(served.answer.body)
+    if cached is not None:
+        headers[CACHED_HEADER] = str(cached)
     if served.answer.chunks is not None:
         return StreamingResponse(served.answer.chunks, media_type="text/event-stream", headers=headers)
     return JSONResponse(served.answer.body, headers=headers)
+
+
+def _cached_tokens(body: Any) -> int | None:
+    """``usage.prompt_tokens_details.cached_tokens`` of a JSON answer (a stream has it in its
+    last chunk, with ``stream_options.include_usage``)."""
+    usage = body.get("usage") if isinstance(body, dict) else None
+    details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return cached if isinstance(cached, int) else None
 
 
 @router.post("/v1/chat/completions", openapi_extra=request_body(openapi.CHAT))

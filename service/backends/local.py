@@ -36,8 +36,12 @@ class LocalServer(Protocol):
 class LocalServerBackend(Backend):
     """Calls this replica's own server; at most ``max_in_flight`` requests at once."""
 
-    def __init__(self, model_id: str, server: LocalServer, first_token_timeout_s: float, max_in_flight: int) -> None:
+    def __init__(
+        self, model_id: str, server: LocalServer, first_token_timeout_s: float, max_in_flight: int,
+        replica: str | None = None,
+    ) -> None:
         self.model_id = model_id
+        self.replica = replica  # this Serve replica's id, named in each answer
         self._server = server
         self._timeout = first_token_timeout_s
         self._max_in_flight = max_in_flight
@@ -77,6 +81,7 @@ class LocalServerBackend(Backend):
             self.in_flight -= 1
         else:
             answer.chunks = self._counted(answer.chunks)
+        answer.replica = self.replica
         return answer
 
     async def _open(self, method: Callable[..., Awaitable[Any]], request: Any) -> streams.LocalSource:

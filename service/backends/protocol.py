@@ -21,10 +21,12 @@ DONE = "data: [DONE]\n\n"
 
 @dataclass
 class Answer:
-    """A committed answer: ``body`` (JSON) or ``chunks`` (server-sent event strings)."""
+    """A committed answer: ``body`` (JSON) or ``chunks`` (server-sent event strings), and the
+    Serve replica that answered when the backend knows it (the edge's own engine)."""
 
     body: Json | None = None
     chunks: AsyncIterator[str] | None = None
+    replica: str | None = None
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,6 @@ Ray 2.60 ships ``PrefixCacheAffinityRouter``; this one differs where it matters 
 
 from __future__ import annotations
 
-import time
-from collections import deque
 from typing import Any
 
 from ray.serve._private.common import ReplicaID
@@ -31,11 +29,12 @@ from ray.serve._private.request_router.request_router import (
 from ray.util import metrics as ray_metrics
 
 from router.affinity import AffinityTable, Decision, choose, prefix_keys, prompt_text
+from service.serve_overrides.replica_loads import ReplicaLoads
 
 ROUTER_CLASS = "service.serve_overrides.request_router:PrefixAffinityRouter"
 
 
-class PrefixAffinityRouter(LocalityMixin, MultiplexMixin, RequestRouter):
+class PrefixAffinityRouter(ReplicaLoads, LocalityMixin, MultiplexMixin, RequestRouter):
     """Prefix affinity with a load guard; see the module docstring."""
 
     def initialize_state(
@@ -45,10 +44,8 @@ class PrefixAffinityRouter(LocalityMixin, MultiplexMixin, RequestRouter):
         self._block_chars = block_chars
         self._max_blocks = max_blocks
         self._max_imbalance = max_imbalance
-        self._probe_interval_s = probe_interval_s
+        self._init_loads(probe_interval_s)
         self._table = AffinityTable(max_keys)
-        self._sent: dict[str, deque[float]] = {}
-        self._probing = False
         deployment = self._deployment_id.name if self._deployment_id else ""
         self._decisions = ray_metrics.Counter(
             "turnout_affinity_decisions",
@@ -71,11 +68,7 @@ class PrefixAffinityRouter(LocalityMixin, MultiplexMixin, RequestRouter):
     async def choose_replicas(
         self, candidate_replicas: list[RunningReplica], pending_request: PendingRequest | None = None,
     ) -> list[list[RunningReplica]]:
-        if pending_request is not None and pending_request.metadata.multiplexed_model_id:
-            ids = self.apply_multiplex_routing(pending_request=pending_request)
-            candidates = [r for r in candidate_replicas if r.replica_id in ids] or candidate_replicas
-        else:
-            candidates = candidate_replicas
+        candidates = self._candidates(candidate_replicas, pending_request)
         if not candidates:
             return []
         text = _request_text(pending_request)
@@ -83,7 +76,7 @@ class PrefixAffinityRouter(LocalityMixin, MultiplexMixin, RequestRouter):
         by_id = {r.replica_id.to_full_id_str(): r for r in candidates}
         loads = await self._loads(candidates)
         decision = choose(self._table, keys, loads, self._max_imbalance)
-        self._sent.setdefault(decision.replica, deque()).append(time.time())
+        self._sent_to(decision.replica)
         self._decisions.inc(tags={**self._tags, "kind": decision.decision.value})
         self._imbalance.set(decision.imbalance, tags=self._tags)
         if decision.decision is Decision.HIT:
@@ -92,38 +85,10 @@ class PrefixAffinityRouter(LocalityMixin, MultiplexMixin, RequestRouter):
         rest = sorted((r for r in candidates if r is not chosen), key=lambda r: loads[r.replica_id.to_full_id_str()])
         return [[chosen], rest] if rest else [[chosen]]
 
-    async def _loads(self, replicas: list[RunningReplica]) -> dict[str, float]:
-        """Each replica's last reported queue length plus what this router sent it since."""
-        now = time.time()
-        cache = self._replica_queue_len_cache
-        stale = [r for r in replicas if now - _reported_at(cache, r.replica_id) > self._probe_interval_s]
-        unknown = [r for r in stale if cache.get(r.replica_id) is None]
-        if unknown:  # nothing known at all: ask before deciding
-            await self._probe_queue_lens(unknown, 0)
-        elif stale and not self._probing:
-            self._probing = True
-            self._event_loop.create_task(self._probe(stale))
-        loads = {}
-        for replica in replicas:
-            rid = replica.replica_id.to_full_id_str()
-            reported = cache.get(replica.replica_id)
-            since = _reported_at(cache, replica.replica_id)
-            sent = self._sent.get(rid)
-            while sent and (sent[0] <= since or now - sent[0] > 60):  # counted in the report, or stale
-                sent.popleft()
-            loads[rid] = (reported or 0) + len(sent or ())
-        return loads
-
-    async def _probe(self, replicas: list[RunningReplica]) -> None:
-        try:
-            await self._probe_queue_lens(replicas, 0)
-        finally:
-            self._probing = False
-
     def on_replica_actor_died(self, replica_id: ReplicaID) -> None:
         super().on_replica_actor_died(replica_id)
         self._table.forget(replica_id.to_full_id_str())
-        self._sent.pop(replica_id.to_full_id_str(), None)
+        self._forget_loads(replica_id)
 
 
 def _request_text(pending_request: PendingRequest | None) -> str | None:
@@ -134,11 +99,6 @@ def _request_text(pending_request: PendingRequest | None) -> str | None:
         if text is not None:
             return text
     return None
-
-
-def _reported_at(cache: Any, replica_id: ReplicaID) -> float:
-    entry = cache._cache.get(replica_id)  # the cache exposes no timestamp accessor
-    return entry.timestamp if entry is not None else 0.0
 
 
 def router_config(settings: Any) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from engine.runtime import LocalEngine
 from router.kv.events import BlockRemoved, BlockStored, EventBatch
 from router.kv.hashing import BlockHasher
 from router.kv.index import KvIndex, ReplayRequest
+from router.kv.prompt import PromptTokens
 from router.kv.subscriber import KvEventSubscriber
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -115,9 +116,10 @@ async def _until(check: Callable[[], bool], timeout: float = 30.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_router_keys_equal_the_engines_block_hashes(engine, events, chat_ids) -> None:
+async def test_router_keys_equal_the_engines_block_hashes(engine, events, chat_ids, smollm2_record) -> None:
     index, subscriber = events
-    prompt = chat_ids(_messages(0))
+    prompt = PromptTokens(str(smollm2_record.path)).ids({"messages": _messages(0)})  # as the router does
+    assert prompt == chat_ids(_messages(0))
     await engine.chat(_messages(0), max_tokens=4)
     await _until(lambda: index.events(BlockStored))
     stored = {h: e for e in index.events(BlockStored) for h in e.block_hashes}

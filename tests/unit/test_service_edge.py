@@ -223,3 +223,26 @@ def test_prefix_affinity_on_the_edge_adds_the_ingress_request_router(monkeypatch
 
 def test_default_routing_keeps_haproxy_alone_in_front_of_the_edge(monkeypatch, tmp_path: Path) -> None:
     assert _graph(monkeypatch, tmp_path, _config(edge_model=CHAT_MODEL))._ingress_request_router is None
+
+
+def test_kv_aware_routing_publishes_kv_events_and_routes_by_them(monkeypatch, tmp_path: Path) -> None:
+    models = [
+        ModelSettings(id=OTHER, routing="kv_aware"),
+        ModelSettings(id=CHAT_MODEL, routing="kv_aware", kv={"prefill_s_per_token": 0.001, "stats_period_s": 1}),
+    ]
+    config = TurnoutConfig(models=models, server=ServerSettings(edge_model=CHAT_MODEL))
+    app = _graph(monkeypatch, tmp_path, config)
+    entry = app._bound_deployment
+    routing = entry._deployment_config.request_router_config
+    assert routing.request_router_class.endswith("kv_router:KvAwareRouter")
+    assert routing.request_router_kwargs["prefill_s_per_token"] == 0.001
+    assert routing.request_routing_stats_period_s == 1
+    assert routing.request_router_kwargs["tokenizer"]  # the checkpoint's directory
+    engine = entry.init_kwargs["llm_config"].engine_kwargs
+    events = engine["kv_events_config"]
+    assert events["enable_kv_cache_events"] and events["publisher"] == "zmq"
+    assert events["endpoint"] == events["replay_endpoint"] == "tcp://*:0"  # bound on the node's address
+    assert engine["enable_prompt_tokens_details"] is True  # the cached-tokens header reads usage
+    assert app._ingress_request_router is not None  # HAProxy asks the KV-aware router
+    other = entry.init_kwargs["handles"][OTHER]._bound_deployment
+    assert other._deployment_config.request_router_config.request_router_class.endswith("KvAwareRouter")

@@ -1,0 +1,132 @@
+"""KV-aware routing under a multi-tenant agent workload, against the other replica choices.
+
+The trace: 24 agents, each with its own system prompt of about 1,500 tokens; customers (16 at a
+time) each talk to one agent for two turns; every turn sends 4-6 requests (an agent framework's
+steps: match guidelines, call tools, draft, check, answer), each with the agent's system prompt,
+the conversation so far and the step's instruction, so requests share the agent's prefix and
+a growing conversation. Two SmolLM2 replicas (engine threads unbound: each has the two cores to
+share), each with a KV cache of 288 MiB: about 13,000 tokens, a third of the agents' prompts
+beside the running requests (cache pressure, as in production).
+
+Systems: Turnout with the default replica choice (``routing: default``, the baseline), with
+``prefix_affinity``, with ``kv_aware``, and Ray Serve LLM in its high-throughput mode with its
+``PrefixCacheAffinityRouter`` (the peer's best setting for this load). Also a load without shared
+prefixes (every request its own system prompt) on the default and ``kv_aware``: KV-aware routing
+must not cost anything there. Figures per system: output tok/s, TTFT p50/p99, vLLM's own
+prefix-cache hit ratio (Turnout's graphs: its metrics), every TTFT (for the CDF plot).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+
+import aiohttp
+import httpx
+import pytest
+from transformers import AutoTokenizer
+
+from benchmarks.load import LoadResult, RequestTiming, _one, make_prompts
+from benchmarks.systems import rayllm_server, turnout_replicas
+from engine.launch.settings import EngineSettings
+from engine.protocol import ModelRecord
+from testkit.servers import free_port
+
+AGENTS, SYSTEM_TOKENS, TURNS, OUTPUT_TOKENS = 24, 1500, 2, 16
+CUSTOMERS = int(os.environ.get("TURNOUT_BENCH_CUSTOMERS", "40"))
+CONCURRENCY = int(os.environ.get("TURNOUT_BENCH_CUSTOMER_CONCURRENCY", "16"))
+KV_BYTES = 288 * 1024 * 1024
+STEPS = ["Match the guidelines that apply.", "Decide which tool to call.", "Draft the reply.",
+         "Check the draft against the guidelines.", "Write the final reply.", "Summarize the turn."]
+ENGINE = EngineSettings(cpu_threads_bind="nobind", kv_cache_memory_bytes=KV_BYTES, max_model_len=4096)
+
+
+@pytest.fixture(scope="module")
+def agent_prompts(smollm2_record: ModelRecord) -> list[str]:
+    tokenizer = AutoTokenizer.from_pretrained(str(smollm2_record.path))
+    return make_prompts(tokenizer, AGENTS + CUSTOMERS * TURNS * len(STEPS), SYSTEM_TOKENS, seed=24)
+
+
+def conversations(prompts: list[str], shared: bool) -> list[list[list[dict]]]:
+    """Per customer, per turn, the request bodies of that turn (in order). ``shared``: each
+    customer's requests carry its agent's system prompt; otherwise each request its own."""
+    rng = random.Random(2026)
+    own = iter(prompts[AGENTS:])
+    customers = []
+    for c in range(CUSTOMERS):
+        agent = prompts[rng.randrange(AGENTS)]
+        history: list[dict] = []
+        turns = []
+        for t in range(TURNS):
+            history = [*history, {"role": "user", "content": f"Customer {c}, message {t}: my order is late, what now?"}]
+            steps = STEPS[:rng.randint(4, 6)]
+            turns.append([_body([{"role": "system", "content": agent if shared else next(own)}, *history,
+                                 {"role": "user", "content": step}]) for step in steps])
+            history = [*history, {"role": "assistant", "content": f"I looked at order {c}-{t}: it ships tomorrow."}]
+        customers.append(turns)
+    return customers
+
+
+def _body(messages: list[dict]) -> dict:
+    return {"model": "", "messages": messages, "max_tokens": OUTPUT_TOKENS, "min_tokens": OUTPUT_TOKENS,
+            "ignore_eos": True, "temperature": 0.8, "stream": True, "stream_options": {"include_usage": True}}
+
+
+async def run_customers(url: str, model: str, customers: list[list[list[dict]]]) -> LoadResult:
+    """``CONCURRENCY`` customers at a time; each customer's requests one after another."""
+    queue: asyncio.Queue = asyncio.Queue()
+    for customer in customers:
+        queue.put_nowait(customer)
+    results: list[RequestTiming] = []
+    connector = aiohttp.TCPConnector(limit=CONCURRENCY + 4)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=900)) as session:
+
+        async def client() -> None:
+            while not queue.empty():
+                for turn in queue.get_nowait():
+                    for body in turn:
+                        results.append(await _one(session, url, {**body, "model": model}))
+
+        cpu, wall = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(CONCURRENCY)))
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return LoadResult(CONCURRENCY, results, wall, cpu)
+
+
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize("load", ["agents", "unshared"])
+@pytest.mark.parametrize("routing", ["default", "prefix_affinity", "kv_aware", "rayllm_ht_prefix"])
+def test_agent_trace(benchmark, routing: str, load: str, smollm2_record, demo_store, agent_prompts,
+                     tmp_path_factory) -> None:
+    if load == "unshared" and routing not in ("default", "kv_aware"):
+        pytest.skip("the no-shared-prefix load compares kv_aware with the default only")
+    customers = conversations(agent_prompts, shared=load == "agents")
+    work = tmp_path_factory.mktemp(f"{routing}-{load}")
+    text = ""
+    if routing == "rayllm_ht_prefix":
+        with rayllm_server(smollm2_record, work, ENGINE, high_throughput=True, replicas=2, prefix_router=True) as peer:
+            result = _run(benchmark, f"{peer.base_url}/v1/chat/completions", smollm2_record.id, customers)
+    else:
+        metrics_port = free_port()
+        with turnout_replicas(smollm2_record, routing, ENGINE, work, metrics_port, demo_store.root) as (_, base):
+            result = _run(benchmark, f"{base}/v1/chat/completions", smollm2_record.id, customers)
+            time.sleep(12)  # Ray exports metrics every few seconds
+            text = httpx.get(f"http://127.0.0.1:{metrics_port}", timeout=10).text
+    summary = result.summary()
+    assert summary["errors"] == 0, [r.error for r in result.requests if r.error][:3]
+    hits, queries = _total(text, "ray_vllm_prefix_cache_hits_total"), _total(text, "ray_vllm_prefix_cache_queries_total")
+    benchmark.extra_info.update(
+        suite="agent_trace", routing=routing, load=load, prefix_cache_hit_ratio=hits / queries if queries else None,
+        ttfts=sorted(r.ttft for r in result.ok),
+        **{k: summary[k] for k in ("requests", "output_tokens_per_s", "ttft_p50_s", "ttft_p99_s", "wall_s")},
+    )
+
+
+def _run(benchmark, url: str, model: str, customers) -> LoadResult:
+    return benchmark.pedantic(lambda: asyncio.run(run_customers(url, model, customers)), rounds=1, iterations=1)
+
+
+def _total(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
