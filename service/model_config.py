@@ -61,6 +61,11 @@ class KvRoutingSettings(Strict):
         default=0.002, ge=0, description="Cost model: seconds each running request adds to a replica's steps.",
     )
     probe_interval_s: float = Field(default=0.5, gt=0, description="How often replica loads are refreshed.")
+    load_window_s: float = Field(
+        default=2, gt=0,
+        description="A replica's load counts the requests this router sent it in the last this many "
+        "seconds (at least; more if the replica reports more).",
+    )
     stats_period_s: float = Field(
         default=2, gt=0, description="How often Serve asks replicas for their KV event endpoints.",
     )

@@ -47,8 +47,9 @@ class KvAwareRouter(ReplicaLoads, LocalityMixin, MultiplexMixin, RequestRouter):
     def initialize_state(
         self, tokenizer: str, pythonhashseed: str | None = None, prefill_s_per_token: float = 0.0005,
         decode_s_per_request: float = 0.002, probe_interval_s: float = 0.5, max_blocks: int = 1 << 18,
+        load_window_s: float = 2.0,
     ) -> None:
-        self._init_loads(probe_interval_s)
+        self._init_loads(probe_interval_s, load_window_s)
         self._prompts = PromptTokens(tokenizer)
         self._seed = pythonhashseed
         self._weights = CostWeights(prefill_s_per_token, decode_s_per_request)
@@ -184,6 +185,7 @@ def router_config(settings: Any, tokenizer: str, pythonhashseed: str | None) -> 
         "tokenizer": tokenizer, "pythonhashseed": pythonhashseed,
         "prefill_s_per_token": settings.prefill_s_per_token, "decode_s_per_request": settings.decode_s_per_request,
         "probe_interval_s": settings.probe_interval_s, "max_blocks": settings.max_blocks,
+        "load_window_s": settings.load_window_s,
     }
     return {"request_router_class": ROUTER_CLASS, "request_router_kwargs": kwargs,
             "request_routing_stats_period_s": settings.stats_period_s}

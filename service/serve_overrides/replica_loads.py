@@ -22,8 +22,13 @@ class ReplicaLoads:
     """Mixin for a ``RequestRouter``: :meth:`_candidates`, :meth:`_loads` and :meth:`_sent_to`; call
     :meth:`_init_loads` from ``initialize_state`` and :meth:`_forget_loads` when a replica dies."""
 
-    def _init_loads(self, probe_interval_s: float) -> None:
+    def _init_loads(self, probe_interval_s: float, window_s: float | None = None) -> None:
+        """``window_s``: count the requests sent in the last ``window_s`` seconds whatever the
+        reports say, and take the larger of that count and the report. Reports of an edge
+        replica read 0 while it streams to HAProxy's clients (seen on Ray 2.60), so a burst sent
+        between reports would otherwise vanish from its load at the next report."""
         self._probe_interval_s = probe_interval_s
+        self._window_s = window_s
         self._sent: dict[str, deque[tuple[float, int]]] = {}
         self._probing = False
 
@@ -40,7 +45,7 @@ class ReplicaLoads:
         self._sent.setdefault(replica, deque()).append((time.time(), work))
 
     def _pending_work(self, replica: str) -> int:
-        """The ``work`` of the requests sent to ``replica`` since its last report."""
+        """The ``work`` of the requests sent to ``replica`` that its load still counts."""
         return sum(work for _, work in self._sent.get(replica, ()))
 
     async def _loads(self: Any, replicas: list[RunningReplica]) -> dict[str, float]:
@@ -57,11 +62,17 @@ class ReplicaLoads:
         loads = {}
         for replica in replicas:
             rid = replica.replica_id.to_full_id_str()
-            since = _reported_at(cache, replica.replica_id)
+            reported = cache.get(replica.replica_id) or 0
             sent = self._sent.get(rid)
+            if self._window_s is not None:
+                while sent and now - sent[0][0] > self._window_s:
+                    sent.popleft()
+                loads[rid] = max(reported, len(sent or ()))
+                continue
+            since = _reported_at(cache, replica.replica_id)
             while sent and (sent[0][0] <= since or now - sent[0][0] > SENT_TTL_S):  # in the report, or stale
                 sent.popleft()
-            loads[rid] = (cache.get(replica.replica_id) or 0) + len(sent or ())
+            loads[rid] = reported + len(sent or ())
         return loads
 
     async def _probe(self: Any, replicas: list[RunningReplica]) -> None:

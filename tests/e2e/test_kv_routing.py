@@ -75,12 +75,15 @@ def test_a_prefix_goes_where_it_is_cached_and_not_after_its_eviction(base: str) 
     assert again.headers["x-turnout-replica"] == holder
     assert int(again.headers["x-turnout-cached-tokens"]) >= 4 * BLOCK, again.headers
 
-    # other long prompts fill both engines' caches until the holder has evicted every block of it
+    # other long prompts (five blocks each) until the holder has taken four of them: 20 blocks
+    # after the kept prompt's in a cache of 17, so its blocks are all evicted (least recently used)
     landed: dict[str, list[str]] = {}
-    for i in range(12):
+    for i in range(40):
         system = _system(f"topic {i}")
         landed.setdefault(_ask(base, system, "Hello?").headers["x-turnout-replica"], []).append(system)
-    assert holder in landed and len(landed) == 2, "both replicas took some of the other prompts"
+        if len(landed.get(holder, ())) >= 4:
+            break
+    assert len(landed.get(holder, ())) >= 4 and len(landed) == 2, {r: len(v) for r, v in landed.items()}
     time.sleep(2)  # their events reach the router
 
     # with the holder busy on a prompt it holds, the evicted prefix goes to the other replica:
@@ -88,5 +91,5 @@ def test_a_prefix_goes_where_it_is_cached_and_not_after_its_eviction(base: str) 
     busy = _busy(base, landed[holder][-1])
     after = _ask(base, kept, "Is there a late fee?")
     busy.join(120)
-    assert after.headers["x-turnout-replica"] != holder, after.headers
+    assert after.headers["x-turnout-replica"] != holder, after.headers["x-turnout-cached-tokens"]
     assert int(after.headers["x-turnout-cached-tokens"]) == 0
