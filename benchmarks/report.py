@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.agent_report import agent_table, agent_targets, plot_ttft_cdf
+
 Figures = list[dict[str, Any]]
 
 
@@ -119,6 +121,7 @@ def targets(figures: Figures) -> list[Target]:
         Target("SmolLM2 int8 at load / bf16, output tokens/s at c=32", int8.get("tokens_per_s_ratio"), 0.9, True),
         Target("SmolLM2 int8 at load: prompts whose first 64 greedy tokens match bf16's",
                int8.get("prompt_agreement"), 0.9, True),
+        *agent_targets(figures, Target),
     ]
 
 
@@ -144,6 +147,7 @@ def markdown(figures: Figures) -> str:
         ],
     )
     out += _capacity(suite(figures, "capacity"))
+    out += agent_table(figures)
     out += _table(
         "Transformers generate, one request at a time (in-process)",
         ["requests", "out tok/s", "req/s", "latency p50 s", "torch threads"],
@@ -313,7 +317,8 @@ def plot(figures: Figures, out_dir: Path) -> list[Path]:
     capacity = suite(figures, "capacity")
     if capacity:
         written.append(_plot_capacity(plt, capacity, out_dir / "capacity.png"))
-    return written
+    cdf = plot_ttft_cdf(plt, figures, out_dir)
+    return [*written, cdf] if cdf else written
 
 
 def _plot_capacity(plt: Any, points: Figures, path: Path) -> Path:

@@ -80,6 +80,8 @@ RAY_HIGH_THROUGHPUT = {
     "RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING": "1",
 }
 RAY_DEFAULT = {name: "0" for name in RAY_HIGH_THROUGHPUT}
+# A peer as its users run it: none of the vLLM plugins Turnout's venv registers (FACTS: VLLM_PLUGINS).
+PEER_ENV = {"VLLM_PLUGINS": ""}
 
 
 @contextmanager
@@ -94,7 +96,7 @@ def vllm_server(
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         *vllm_cli_args(launch.engine_kwargs), "--host", "127.0.0.1", "--port", str(port),
     ]
-    server = start(command, work / f"vllm-{record.name}.log", env={**launch.env, **(env or {})})
+    server = start(command, work / f"vllm-{record.name}.log", env={**launch.env, **PEER_ENV, **(env or {})})
     base = f"http://127.0.0.1:{port}"
     with _running(server, lambda: answers(f"{base}/health"), 600) as startup:
         yield System("vllm", base, record.id, server, startup)
@@ -117,7 +119,7 @@ def rayllm_server(
     mode = RAY_HIGH_THROUGHPUT if high_throughput else RAY_DEFAULT
     if prefix_router:  # its ingress request router needs the body to see the prompt
         mode = {**mode, "RAY_SERVE_INGRESS_REQUEST_ROUTER_FORWARD_BODY": "1"}
-    server = start(command, work / f"{name}.log", env={**mode, **(env or {})})
+    server = start(command, work / f"{name}.log", env={**mode, **PEER_ENV, **(env or {})})
     base = f"http://127.0.0.1:{port}"
 
     def ready() -> bool:

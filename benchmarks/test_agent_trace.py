@@ -35,7 +35,9 @@ from engine.protocol import ModelRecord
 from testkit.servers import free_port
 
 AGENTS, SYSTEM_TOKENS, TURNS, OUTPUT_TOKENS = 24, 1500, 2, 16
-CUSTOMERS = int(os.environ.get("TURNOUT_BENCH_CUSTOMERS", "40"))
+CUSTOMERS = int(os.environ.get("TURNOUT_BENCH_CUSTOMERS", "32"))
+# every request of the no-shared-prefix load prefills ~1,500 new tokens: fewer customers there
+UNSHARED_CUSTOMERS = int(os.environ.get("TURNOUT_BENCH_UNSHARED_CUSTOMERS", "8"))
 CONCURRENCY = int(os.environ.get("TURNOUT_BENCH_CUSTOMER_CONCURRENCY", "16"))
 KV_BYTES = 288 * 1024 * 1024
 STEPS = ["Match the guidelines that apply.", "Decide which tool to call.", "Draft the reply.",
@@ -49,13 +51,13 @@ def agent_prompts(smollm2_record: ModelRecord) -> list[str]:
     return make_prompts(tokenizer, AGENTS + CUSTOMERS * TURNS * len(STEPS), SYSTEM_TOKENS, seed=24)
 
 
-def conversations(prompts: list[str], shared: bool) -> list[list[list[dict]]]:
+def conversations(prompts: list[str], shared: bool, count: int = CUSTOMERS) -> list[list[list[dict]]]:
     """Per customer, per turn, the request bodies of that turn (in order). ``shared``: each
     customer's requests carry its agent's system prompt; otherwise each request its own."""
     rng = random.Random(2026)
     own = iter(prompts[AGENTS:])
     customers = []
-    for c in range(CUSTOMERS):
+    for c in range(count):
         agent = prompts[rng.randrange(AGENTS)]
         history: list[dict] = []
         turns = []
@@ -102,7 +104,7 @@ def test_agent_trace(benchmark, routing: str, load: str, smollm2_record, demo_st
                      tmp_path_factory) -> None:
     if load == "unshared" and routing not in ("default", "kv_aware"):
         pytest.skip("the no-shared-prefix load compares kv_aware with the default only")
-    customers = conversations(agent_prompts, shared=load == "agents")
+    customers = conversations(agent_prompts, load == "agents", CUSTOMERS if load == "agents" else UNSHARED_CUSTOMERS)
     work = tmp_path_factory.mktemp(f"{routing}-{load}")
     text = ""
     if routing == "rayllm_ht_prefix":

@@ -28,6 +28,10 @@ class PromptTokens:
 
         return AutoTokenizer.from_pretrained(self.tokenizer)
 
+    def load(self) -> None:
+        """Load the tokenizer now (it is loaded on first use otherwise)."""
+        self._tokenizer  # noqa: B018 - the cached property loads it
+
     def ids(self, request: Any) -> list[int] | None:
         """The prompt's token ids, or None when ``request`` has neither messages nor a prompt."""
         messages = _get(request, "messages")

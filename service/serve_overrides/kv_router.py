@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from typing import Any
 
 from ray.serve._private.common import ReplicaID
@@ -51,6 +52,8 @@ class KvAwareRouter(ReplicaLoads, LocalityMixin, MultiplexMixin, RequestRouter):
     ) -> None:
         self._init_loads(probe_interval_s, load_window_s)
         self._prompts = PromptTokens(tokenizer)
+        # load the tokenizer now, off the event loop: the first requests must not wait for it
+        threading.Thread(target=self._prompts.load, name="kv-router-tokenizer", daemon=True).start()
         self._seed = pythonhashseed
         self._weights = CostWeights(prefill_s_per_token, decode_s_per_request)
         self._index = KvIndex(max_blocks=max_blocks)
@@ -89,7 +92,7 @@ class KvAwareRouter(ReplicaLoads, LocalityMixin, MultiplexMixin, RequestRouter):
         by_id = {r.replica_id.to_full_id_str(): r for r in candidates}
         block_size = await self._follow(candidates)
         loads = await self._loads(candidates)
-        tokens = _prompt_ids(self._prompts, pending_request) or []
+        tokens = await asyncio.to_thread(_prompt_ids, self._prompts, pending_request) or []
         keys = self._hasher(block_size).block_keys(tokens) if tokens and block_size else []
         matched = self._index.match(keys, by_id) if keys else {}
         replica_loads = {
@@ -123,17 +126,16 @@ class KvAwareRouter(ReplicaLoads, LocalityMixin, MultiplexMixin, RequestRouter):
             current = self._subscribers.get(rid)
             if current is not None and current.endpoint == stats["endpoint"]:
                 continue
+            subscriber = KvEventSubscriber(self._index, rid, stats["endpoint"],
+                                           replay_endpoint=stats.get("replay_endpoint"), topic=stats.get("topic", ""))
+            self._subscribers[rid] = subscriber  # before any await: concurrent choices start one only
             if current is not None:
                 await current.close()
                 self._index.remove_replica(rid)
-            subscriber = KvEventSubscriber(self._index, rid, stats["endpoint"],
-                                           replay_endpoint=stats.get("replay_endpoint"), topic=stats.get("topic", ""))
             try:
                 await subscriber.start()
             except Exception:  # a replica that cannot be followed counts as holding nothing
                 log.exception("cannot follow the KV events of %s at %s", rid, stats["endpoint"])
-                continue
-            self._subscribers[rid] = subscriber
         return block_size
 
     def _record(self, choice: Any, known: bool, replicas: dict[str, RunningReplica]) -> None:
