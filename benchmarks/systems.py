@@ -211,13 +211,13 @@ def _running(server: Server, ready: Any, timeout_s: float) -> Iterator[float]:
 
 def turnout_replicas(
     record: ModelRecord, routing: str, engine: EngineSettings, work: Path, metrics_port: int, store_root: Path,
-    replicas: int = 2,
+    replicas: int = 2, **model: Any,
 ) -> Any:
-    """``turnout serve`` of ``record`` with ``replicas`` replicas and ``routing`` among them
-    (a context manager yielding the server and its base URL)."""
+    """``turnout serve`` of ``record`` with ``replicas`` replicas and ``routing`` among them, and
+    ``model``'s other settings (a context manager yielding the server and its base URL)."""
     config = {
         "models": [{"id": record.id, "replicas": replicas, "routing": routing,
-                    "engine": engine.model_dump(exclude_defaults=True)}],
+                    "engine": engine.model_dump(exclude_defaults=True), **model}],
         "server": {"metrics_export_port": metrics_port},
         "limits": {"first_token_timeout_s": 300},
     }

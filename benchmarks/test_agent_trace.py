@@ -19,6 +19,7 @@ prefix-cache hit ratio (Turnout's graphs: its metrics), every TTFT (for the CDF 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import time
@@ -42,6 +43,8 @@ CONCURRENCY = int(os.environ.get("TURNOUT_BENCH_CUSTOMER_CONCURRENCY", "16"))
 KV_BYTES = 288 * 1024 * 1024
 STEPS = ["Match the guidelines that apply.", "Decide which tool to call.", "Draft the reply.",
          "Check the draft against the guidelines.", "Write the final reply.", "Summarize the turn."]
+# the cost model's weights for kv_aware (JSON), e.g. {"decode_s_per_request": 0.05}; default: the product's
+KV_SETTINGS = json.loads(os.environ.get("TURNOUT_BENCH_KV", "{}"))
 ENGINE = EngineSettings(cpu_threads_bind="nobind", kv_cache_memory_bytes=KV_BYTES, max_model_len=4096)
 
 
@@ -112,18 +115,19 @@ def test_agent_trace(benchmark, routing: str, load: str, smollm2_record, demo_st
             result = _run(benchmark, f"{peer.base_url}/v1/chat/completions", smollm2_record.id, customers)
     else:
         metrics_port = free_port()
-        with turnout_replicas(smollm2_record, routing, ENGINE, work, metrics_port, demo_store.root) as (_, base):
+        kv = {"kv": KV_SETTINGS} if routing == "kv_aware" else {}
+        with turnout_replicas(smollm2_record, routing, ENGINE, work, metrics_port, demo_store.root, **kv) as (_, base):
             result = _run(benchmark, f"{base}/v1/chat/completions", smollm2_record.id, customers)
             time.sleep(12)  # Ray exports metrics every few seconds
             text = httpx.get(f"http://127.0.0.1:{metrics_port}", timeout=10).text
     summary = result.summary()
-    assert summary["errors"] == 0, [r.error for r in result.requests if r.error][:3]
     hits, queries = _total(text, "ray_vllm_prefix_cache_hits_total"), _total(text, "ray_vllm_prefix_cache_queries_total")
     benchmark.extra_info.update(
         suite="agent_trace", routing=routing, load=load, prefix_cache_hit_ratio=hits / queries if queries else None,
-        ttfts=sorted(r.ttft for r in result.ok),
-        **{k: summary[k] for k in ("requests", "output_tokens_per_s", "ttft_p50_s", "ttft_p99_s", "wall_s")},
+        ttfts=sorted(r.ttft for r in result.ok), kv=KV_SETTINGS if routing == "kv_aware" else None,
+        **{k: summary[k] for k in ("requests", "errors", "output_tokens_per_s", "ttft_p50_s", "ttft_p99_s", "wall_s")},
     )
+    assert summary["errors"] == 0, [r.error for r in result.requests if r.error][:3]
 
 
 def _run(benchmark, url: str, model: str, customers) -> LoadResult:

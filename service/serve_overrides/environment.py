@@ -31,8 +31,11 @@ FAST_SERVE_ENV = {
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     "RAY_SERVE_HAPROXY_RETRY_ON": HAPROXY_RETRY_ON,
-    # the edge model's ingress request router (routing: prefix_affinity) reads the prompt
+    # the edge model's ingress request router (routing: prefix_affinity, kv_aware) reads the prompt
     "RAY_SERVE_INGRESS_REQUEST_ROUTER_FORWARD_BODY": "1",
+    # HAProxy waits this long for the ingress request router's choice before it answers 503 (Ray's
+    # default, 5 s, was exceeded by 2 of 320 requests when two engines held both cores)
+    "RAY_SERVE_HAPROXY_INGRESS_REQUEST_ROUTER_TIMEOUT_S": "30",
 }
 # On one machine HAProxy runs beside the replicas and hears of a removed replica within a second;
 # Ray keeps a removed direct-ingress replica reachable for 30 s so that load balancers elsewhere can
