@@ -134,9 +134,12 @@ applications:
      HAProxy reads the whole request first so that it can send it again (service/cli/serve.py). */}}
 - name: RAY_SERVE_HAPROXY_RETRY_ON
   value: "conn-failure empty-response\n    option http-buffer-request"
-{{- /* HAProxy shows the ingress request router (routing: prefix_affinity) the request's body. */}}
+{{- /* HAProxy shows the ingress request router (routing: prefix_affinity, kv_aware) the request's
+     body, and waits up to 30 s for its choice (service/serve_overrides/environment.py). */}}
 - name: RAY_SERVE_INGRESS_REQUEST_ROUTER_FORWARD_BODY
   value: "1"
+- name: RAY_SERVE_HAPROXY_INGRESS_REQUEST_ROUTER_TIMEOUT_S
+  value: "30"
 {{- end }}
 {{- if and .Values.rayAuth.enabled (eq .Values.rayAuth.via "env") }}
 {{- /* What KubeRay's authOptions sets, for an operator without it: every Ray process reads them. */}}
