@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ def llm_config(model: ModelSettings, record: ModelRecord, platform: Platform, st
     if model.routing == "prefix_affinity":
         deployment["request_router_config"] = router_config(model.affinity)
     elif model.routing == "kv_aware":
-        engine_kwargs |= KV_EVENTS  # and each response's usage says how many prompt tokens were cached
+        engine_kwargs |= copy.deepcopy(KV_EVENTS)  # each config its own: Ray may rewrite it in place
         tokenizer = launch.engine_kwargs.get("tokenizer") or launch.engine_kwargs["model"]
         deployment["request_router_config"] = kv_router_config(model.kv, tokenizer, env.get("PYTHONHASHSEED"))
     return LLMConfig(
