@@ -10,10 +10,10 @@ export TOKENIZERS_PARALLELISM ?= false
 
 # uv installs what pip would (same resolution: every index, best match; bytecode compiled, as pip
 # does: where PYTHONDONTWRITEBYTECODE is set, nothing else writes it) in a fraction of the time;
-# tools/pip_settings.py hands it this machine's pip settings. Where uv fails, pip does the job.
+# engine/installs.py hands it this machine's pip settings. Where uv fails, pip does the job.
 PIP_INSTALL = $(PY) -m pip install --quiet
 UV_INSTALL  = $(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) --index-strategy unsafe-best-match \
-	$$($(PY) tools/pip_settings.py $(PY))
+	$$($(PY) -m engine.installs $(PY))
 
 $(VENV)/.installed: pyproject.toml clients/parlant/pyproject.toml
 	$(PYTHON) -m venv $(VENV)

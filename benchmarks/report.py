@@ -1,23 +1,21 @@
 """The benchmark report: a markdown table of every figure, the target ratios, and PNG plots.
 
 ``python -m benchmarks.report RESULTS.json [OUT_DIR]`` reads pytest-benchmark's JSON (the
-figures are in each benchmark's ``extra_info``) and writes ``report.md``, ``throughput.png``,
-``ttft.png`` and ``capacity.png`` to ``OUT_DIR`` (default: the JSON's folder).
+figures are in each benchmark's ``extra_info``, :mod:`benchmarks.figures`) and writes ``report.md``
+and the plots of :mod:`benchmarks.plots` to ``OUT_DIR`` (default: the JSON's folder).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.agent_report import agent_table, agent_targets, plot_ttft_cdf
-
-Figures = list[dict[str, Any]]
+from benchmarks.agent_report import agent_table, agent_targets
+from benchmarks.figures import Figures, load, median_of, serving_points, suite
+from benchmarks.plots import plot
 
 
 @dataclass(frozen=True)
@@ -35,27 +33,6 @@ class Target:
         if self.value is None or math.isnan(self.value):
             return None
         return self.value >= self.bound if self.at_least else self.value <= self.bound
-
-
-def load(path: Path) -> Figures:
-    """Every benchmark's ``extra_info`` (with its test name under ``name``)."""
-    data = json.loads(path.read_text())
-    return [{"name": b["name"], **b.get("extra_info", {})} for b in data["benchmarks"]]
-
-
-def suite(figures: Figures, name: str) -> Figures:
-    return [f for f in figures if f.get("suite") == name]
-
-
-def serving_points(figures: Figures, system: str, concurrency: int) -> Figures:
-    """Every round's figures of one system at one load point."""
-    return [f for f in suite(figures, "serving") if f["system"] == system and f["concurrency"] == concurrency]
-
-
-def median_of(points: Figures, key: str) -> float | None:
-    """The median of ``key`` over rounds (the noise here is 5-15% between runs)."""
-    values = [p[key] for p in points if p.get(key) is not None]
-    return statistics.median(values) if values else None
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -281,66 +258,6 @@ def _cpu_kernels(paths: Figures) -> list[str]:
         "CPU kernel paths (engine in-process, SmolLM2, 32 sequences at once)",
         ["path", "attention", "out tok/s", "/ portable", "note", "CPU features"], rows,
     )
-
-
-def plot(figures: Figures, out_dir: Path) -> list[Path]:
-    """Throughput and TTFT p50 against concurrency, one line per system."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    serving = suite(figures, "serving")
-    systems = sorted({f["system"] for f in serving})
-    written = []
-    for key, label, name, scale in (
-        ("output_tokens_per_s", "output tokens/s", "throughput.png", 1),
-        ("ttft_p50_s", "TTFT p50 (ms)", "ttft.png", 1000),
-    ):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for system in systems:
-            points = sorted((f["concurrency"], f[key] * scale) for f in serving if f["system"] == system)
-            ax.plot([c for c, _ in points], [v for _, v in points], marker="o", label=system)
-        hf = suite(figures, "transformers")
-        if key == "output_tokens_per_s" and hf:
-            ax.axhline(hf[0][key], linestyle="--", color="grey", label="transformers (sequential)")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("concurrency")
-        ax.set_ylabel(label)
-        ax.legend()
-        ax.grid(True, alpha=0.3)
-        path = out_dir / name
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
-    capacity = suite(figures, "capacity")
-    if capacity:
-        written.append(_plot_capacity(plt, capacity, out_dir / "capacity.png"))
-    cdf = plot_ttft_cdf(plt, figures, out_dir)
-    return [*written, cdf] if cdf else written
-
-
-def _plot_capacity(plt: Any, points: Figures, path: Path) -> Path:
-    """Streamed tokens/s and serving CPU per token of each system on the zero-cost engine."""
-    best: dict[str, dict[str, Any]] = {}
-    for f in points:
-        if f["output_tokens_per_s"] > best.get(f["system"], {}).get("output_tokens_per_s", -1):
-            best[f["system"]] = f
-    points = list(best.values())
-    names = [f["system"] for f in points]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 4))
-    left.bar(names, [f["output_tokens_per_s"] for f in points], color="tab:blue")
-    left.set_ylabel("streamed tokens/s (higher is better)")
-    right.bar(names, [f["cpu_us_per_token"] for f in points], color="tab:orange")
-    right.set_ylabel("serving CPU us per token (lower is better)")
-    for ax in (left, right):
-        ax.grid(True, axis="y", alpha=0.3)
-    fig.suptitle("Serving-layer capacity, zero-cost engine, 2 cores")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 def _table(title: str, header: list[str], rows: list[list[Any]]) -> list[str]:

@@ -45,7 +45,7 @@ def turnout(
     env = {**os.environ, "TURNOUT_HOME": str(store_root), "HF_HUB_OFFLINE": "1", **(env or {})}
     return subprocess.run(
         [sys.executable, "-c", "from service.cli.app import main; main()", *args],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout_s,
+        check=False, capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout_s,
     )
 
 

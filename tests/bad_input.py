@@ -111,6 +111,11 @@ def _fields(d: Deployed) -> list[BadInput]:
         _case("prompt-wrong-type", COMPLETIONS, {**completions, "prompt": {"text": 1}}),
         _case("missing-input", EMBEDDINGS, {"model": d.embed}, param="input"),
         _case("input-wrong-type", EMBEDDINGS, {"model": d.embed, "input": {"text": 1}}),
+        *(  # raw binary embeddings are vLLM's own formats, not OpenAI's: named, not a 5xx
+            _case(f"encoding-{kind}", EMBEDDINGS, {**valid_body(EMBEDDINGS, d), "encoding_format": kind},
+                  param="encoding_format")
+            for kind in ("bytes", "bytes_only")
+        ),
         _case("missing-input", MODERATIONS, {}, param="input"),
         _case("input-wrong-type", MODERATIONS, {"input": 42}, param="input"),
         _case("missing-prompt", TOKENIZE, {"model": d.chat}),

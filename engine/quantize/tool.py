@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from engine.errors import ClientError, ConfigError, ServerError
+from engine.installs import install
 from engine.protocol import ModelRecord, ModelType, SourceKind, validate_name
 from engine.store.checkpoint import read_config
 from engine.store.manager import LocalModelManager
@@ -50,8 +51,8 @@ def tool_python(root: Path) -> Path:
     # the torch Turnout runs on (a CPU or CUDA build): unpinned, pip may choose a CUDA build on a CPU machine
     import torch
 
-    _run([str(python), "-m", "pip", "install", "--quiet", LLMCOMPRESSOR, f"torch=={torch.__version__}"],
-         f"installing {LLMCOMPRESSOR}")
+    if not install(python, [LLMCOMPRESSOR, f"torch=={torch.__version__}"]):
+        raise ServerError(f"installing {LLMCOMPRESSOR} failed; its output is above")
     (home / ".installed").touch()
     return python
 
@@ -100,7 +101,7 @@ async def quantize(
 def _run(command: list[str], what: str, *, capture: bool = False) -> str:
     """Run ``command`` with its progress on our stderr; its stdout if ``capture``."""
     env = os.environ | {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
-    done = subprocess.run(command, stdout=subprocess.PIPE if capture else sys.stderr, text=True, env=env)
+    done = subprocess.run(command, check=False, stdout=subprocess.PIPE if capture else sys.stderr, text=True, env=env)
     if done.returncode != 0:
         raise ServerError(f"{what} failed (exit {done.returncode}); its output is above")
     return done.stdout or ""

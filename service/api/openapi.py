@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from router.protocol import SizeClass
-from service.api.parsing import MAX_N, known_fields
+from service.api.parsing import EMBEDDING_FORMATS, MAX_N, known_fields
 from service.serve_overrides.openai_types import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -131,7 +131,11 @@ COMPLETIONS = _object(
     ["prompt"], {"model": _MODEL, "prompt": {"oneOf": [_TEXT, _TEXTS, _TOKENS]}, **_SAMPLING}, CompletionRequest,
 )
 EMBEDDINGS = _object(
-    ["input"], {"model": _MODEL, "input": {"oneOf": [_TEXT, _TEXTS, _TOKENS]}, "size": _SAMPLING["size"]},
+    ["input"],
+    {
+        "model": _MODEL, "input": {"oneOf": [_TEXT, _TEXTS, _TOKENS]}, "size": _SAMPLING["size"],
+        "encoding_format": {"type": "string", "enum": list(EMBEDDING_FORMATS)},
+    },
     EmbeddingCompletionRequest,
 )
 MODERATIONS = _object(["input"], {"model": _MODEL, "input": {"oneOf": [_TEXT, _TEXTS]}})

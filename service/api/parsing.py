@@ -21,6 +21,8 @@ Json = dict[str, Any]
 MAX_DEPTH = 100  # JSON nesting levels of a request body; JSON schemas rarely pass 30
 # OpenAI's bounds, which vLLM's request models do not check (max_tokens has its cap below too).
 MAX_N = 128  # OpenAI's own bound on choices per request
+# embeddings come back as JSON (OpenAI's two formats); vLLM's raw "bytes" answers are not relayed
+EMBEDDING_FORMATS = ("float", "base64")
 _RANGES = {
     "max_tokens": (1, math.inf), "max_completion_tokens": (1, math.inf), "n": (1, MAX_N),
     "temperature": (0, 2), "top_p": (0, 1),
@@ -97,6 +99,11 @@ def _check_generation_fields(body: Json, limits: LimitsSettings) -> None:
         if isinstance(value, int) and value > limits.max_tokens_cap:
             raise ClientError(f"{key} is {value}; this server allows at most {limits.max_tokens_cap}", param=key)
     _check_schema(body.get("response_format"))
+    encoding = body.get("encoding_format")
+    if isinstance(encoding, str) and encoding not in EMBEDDING_FORMATS:
+        raise ClientError(
+            f"encoding_format {encoding!r} is not served; use {' or '.join(EMBEDDING_FORMATS)}", param="encoding_format"
+        )
 
 
 def _check_schema(response_format: Any) -> None:

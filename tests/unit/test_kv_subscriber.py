@@ -12,6 +12,7 @@ import socket
 from collections.abc import Callable, Iterator
 
 import pytest
+import zmq
 
 from router.kv.index import KvIndex, Phase
 from router.kv.subscriber import KvEventSubscriber
@@ -125,8 +126,18 @@ async def test_close_releases_the_endpoint(ports) -> None:
     await sub.start()
     await sub.close()
     await sub.close()
-    again = _subscriber(index, ports)  # binding the same port again works
-    await again.start()
+    # binding the same port again works, once ZeroMQ's I/O thread has let it go (it closes
+    # sockets in the background: on a busy machine, a moment later)
+    for attempt in range(50):
+        again = _subscriber(index, ports)
+        try:
+            await again.start()
+            break
+        except zmq.ZMQError:
+            await again.close()
+            await asyncio.sleep(0.1)
+    else:
+        raise AssertionError(f"port {ports[0]} is still taken 5 s after close")
     await again.close()
     assert index.replicas == ["a"]
 

@@ -18,7 +18,8 @@ from service.cache import (
     deterministic,
 )
 from service.config import TurnoutConfig
-from testkit.fakes import EMBED, NANO, FakeClock, Stack, build_gateway, sse_events
+from testkit.fakes import EMBED, NANO, Stack, build_gateway, sse_events
+from testkit.recorders import FakeClock
 
 CACHE, ROUTE = "X-Turnout-Cache", "X-Turnout-Route"
 HELLO = [{"role": "user", "content": "hello"}]

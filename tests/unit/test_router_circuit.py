@@ -3,16 +3,9 @@ import pytest
 from router.circuit import CircuitBoard, CircuitBreaker
 from router.protocol import CircuitState, TargetStats
 from router.settings import CircuitSettings
+from testkit.recorders import FakeClock
 
 SETTINGS = CircuitSettings(failure_threshold=3, cooldown_s=10.0, half_open_probes=2)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -1,10 +1,10 @@
-"""``tools/pip_settings.py``: the machine's pip settings handed to uv by ``make install``."""
+"""``engine/installs.py``: the machine's pip settings handed to uv (``make install``, tool environments)."""
 
 from __future__ import annotations
 
 import sys
 
-from tools.pip_settings import pip_settings, uv_arguments
+from engine.installs import pip_settings, uv_arguments
 
 
 def test_each_value_becomes_a_flag_and_missing_local_locations_are_left_out(tmp_path) -> None:
