@@ -11,6 +11,7 @@ LLM's ``PrefixCacheAffinityRouter``, with the load guard Turnout's affinity uses
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -31,6 +32,9 @@ RAY_PREFIX_ROUTER = {
 }
 
 
+METRICS_PORT_ENV = "RAYLLM_METRICS_PORT"
+
+
 def main(
     model_id: str, port: int, bind: str | None, replicas: int = 1, router: str | None = None,
     engine: dict | None = None,
@@ -43,7 +47,9 @@ def main(
     config = llm_config(settings, record, platform)
     if router == "prefix":
         config.deployment_config["request_router_config"] = RAY_PREFIX_ROUTER
-    ray.init(include_dashboard=False, **local_ray_options())
+    metrics = os.environ.get(METRICS_PORT_ENV)  # Ray's Prometheus text, vLLM's counters in it
+    ray.init(include_dashboard=False, **local_ray_options(),
+             **({"_metrics_export_port": int(metrics)} if metrics else {}))
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_openai_app({"llm_configs": [config]}), name="rayllm", route_prefix="/", blocking=False)
     print("rayllm is serving", flush=True)

@@ -106,8 +106,10 @@ def vllm_server(
 def rayllm_server(
     record: ModelRecord, work: Path, settings: EngineSettings = ENGINE, env: dict[str, str] | None = None,
     *, high_throughput: bool = False, replicas: int = 1, prefix_router: bool = False,
+    metrics_port: int | None = None,
 ) -> Iterator[System]:
-    """Ray Serve LLM's ``build_openai_app`` for ``record`` (see ``benchmarks/rayllm_app.py``)."""
+    """Ray Serve LLM's ``build_openai_app`` for ``record`` (see ``benchmarks/rayllm_app.py``);
+    ``metrics_port``: where its Ray exports Prometheus text (vLLM's counters among it)."""
     name = "rayllm_ht" if high_throughput else "rayllm"
     port = free_port()
     command = [sys.executable, "-m", "benchmarks.rayllm_app", record.id, str(port)]
@@ -119,7 +121,8 @@ def rayllm_server(
     mode = RAY_HIGH_THROUGHPUT if high_throughput else RAY_DEFAULT
     if prefix_router:  # its ingress request router needs the body to see the prompt
         mode = {**mode, "RAY_SERVE_INGRESS_REQUEST_ROUTER_FORWARD_BODY": "1"}
-    server = start(command, work / f"{name}.log", env={**mode, **PEER_ENV, **(env or {})})
+    metrics = {"RAYLLM_METRICS_PORT": str(metrics_port)} if metrics_port else {}
+    server = start(command, work / f"{name}.log", env={**mode, **PEER_ENV, **metrics, **(env or {})})
     base = f"http://127.0.0.1:{port}"
 
     def ready() -> bool:

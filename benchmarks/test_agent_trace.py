@@ -109,21 +109,22 @@ def test_agent_trace(benchmark, routing: str, load: str, smollm2_record, demo_st
         pytest.skip("the no-shared-prefix load compares kv_aware with the default only")
     customers = conversations(agent_prompts, load == "agents", CUSTOMERS if load == "agents" else UNSHARED_CUSTOMERS)
     work = tmp_path_factory.mktemp(f"{routing}-{load}")
-    text = ""
+    metrics_port = free_port()
     if routing == "rayllm_ht_prefix":
-        with rayllm_server(smollm2_record, work, ENGINE, high_throughput=True, replicas=2, prefix_router=True) as peer:
+        with rayllm_server(smollm2_record, work, ENGINE, high_throughput=True, replicas=2, prefix_router=True,
+                           metrics_port=metrics_port) as peer:
             result = _run(benchmark, f"{peer.base_url}/v1/chat/completions", smollm2_record.id, customers)
+            text = _metrics(metrics_port)
     else:
-        metrics_port = free_port()
         kv = {"kv": KV_SETTINGS} if routing == "kv_aware" else {}
         with turnout_replicas(smollm2_record, routing, ENGINE, work, metrics_port, demo_store.root, **kv) as (_, base):
             result = _run(benchmark, f"{base}/v1/chat/completions", smollm2_record.id, customers)
-            time.sleep(12)  # Ray exports metrics every few seconds
-            text = httpx.get(f"http://127.0.0.1:{metrics_port}", timeout=10).text
+            text = _metrics(metrics_port)
     summary = result.summary()
     hits, queries = _total(text, "ray_vllm_prefix_cache_hits_total"), _total(text, "ray_vllm_prefix_cache_queries_total")
     benchmark.extra_info.update(
         suite="agent_trace", routing=routing, load=load, prefix_cache_hit_ratio=hits / queries if queries else None,
+        preemptions=_total(text, "ray_vllm_num_preemptions_total") if text else None,
         ttfts=sorted(r.ttft for r in result.ok), kv=KV_SETTINGS if routing == "kv_aware" else None,
         **{k: summary[k] for k in ("requests", "errors", "output_tokens_per_s", "ttft_p50_s", "ttft_p99_s", "wall_s")},
     )
@@ -132,6 +133,15 @@ def test_agent_trace(benchmark, routing: str, load: str, smollm2_record, demo_st
 
 def _run(benchmark, url: str, model: str, customers) -> LoadResult:
     return benchmark.pedantic(lambda: asyncio.run(run_customers(url, model, customers)), rounds=1, iterations=1)
+
+
+def _metrics(port: int) -> str:
+    """The Prometheus text of the system's Ray (vLLM's counters are exported every few seconds)."""
+    time.sleep(12)
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}", timeout=10).text
+    except httpx.HTTPError:
+        return ""
 
 
 def _total(text: str, name: str) -> float:

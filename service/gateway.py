@@ -1,6 +1,6 @@
-"""The gateway: one request's trip from a validated body to a committed answer.
+"""The gateway: one request's trip from a validated :class:`ClientRequest` to a committed answer.
 
-For each request it derives the needs (router.needs), plans a route over live stats
+For each request it takes the needs the HTTP layer derived (router.needs), plans a route over live stats
 (router.planner), and walks the plan through the circuit breakers (router.fallback), sending each
 attempt to the target's :class:`Backend`. It records metrics on the way. It knows nothing of HTTP.
 """
@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 from engine.errors import ClientError, ModelNotFoundError
 from router.circuit import CircuitBoard
 from router.fallback import Routed, walk
-from router.needs import derive_needs
 from router.planner import Router
 from router.protocol import IDLE, Endpoint, RequestNeeds, RoutePlan, Target, TargetStats
 from service.backends.protocol import (
@@ -40,6 +39,7 @@ from service.cache import (
 )
 from service.metrics import Metrics
 from service.moderation import moderate_with_chat
+from service.requests import ClientRequest
 
 log = logging.getLogger("turnout.gateway")
 T = TypeVar("T")
@@ -73,48 +73,40 @@ class Gateway:
         self.healthy: dict[str, bool] = {target_id: True for target_id in self.backends}
         self.in_flight: dict[str, int] = {target_id: 0 for target_id in self.backends}
 
-    async def chat(
-        self, body: Json, request: Any, size_hint: str | None = None, policy: CachePolicy | None = None,
-    ) -> Served:
-        """Route a chat completion (``body`` as sent, ``request`` validated); ``policy`` lets the
-        response cache answer it and keep its answer (None: the cache is not used)."""
-        return await self._generate(Endpoint.CHAT, body, request, size_hint, policy)
+    async def chat(self, request: ClientRequest, policy: CachePolicy | None = None) -> Served:
+        """Route a chat completion; ``policy`` lets the response cache answer it and keep its
+        answer (None: the cache is not used)."""
+        return await self._generate(request, self._chat_call, policy)
 
-    async def completions(
-        self, body: Json, request: Any, size_hint: str | None = None, policy: CachePolicy | None = None,
-    ) -> Served:
+    async def completions(self, request: ClientRequest, policy: CachePolicy | None = None) -> Served:
         """Route a text completion."""
-        return await self._generate(Endpoint.COMPLETIONS, body, request, size_hint, policy)
+        return await self._generate(request, self._completions_call, policy)
 
-    async def embeddings(
-        self, body: Json, request: Any, size_hint: str | None = None, policy: CachePolicy | None = None,
-    ) -> Served:
+    async def embeddings(self, request: ClientRequest, policy: CachePolicy | None = None) -> Served:
         """Route an embeddings request."""
-        needs = derive_needs(Endpoint.EMBEDDINGS, body, size_hint=size_hint)
 
         async def attempt(target: Target) -> Answer:
-            return Answer(body=await self.backends[target.served_by].embeddings(_retarget(request, target, body)))
+            return Answer(body=await self.backends[target.served_by].embeddings(_retarget(request, target)))
 
-        return await self._route(Endpoint.EMBEDDINGS, needs, attempt, body, policy)
+        return await self._route(request, attempt, policy)
 
-    async def moderations(self, body: Json, size_hint: str | None = None) -> Served:
+    async def moderations(self, request: ClientRequest) -> Served:
         """Route a moderation request: a cloud moderation endpoint or a local chat model."""
-        needs = derive_needs(Endpoint.MODERATIONS, body, size_hint=size_hint)
 
         async def attempt(target: Target) -> Answer:
             backend = self.backends[target.served_by]
             if target.is_cloud:
-                return Answer(body=await backend.moderations(body))
-            return Answer(body=await moderate_with_chat(backend, target, body))
+                return Answer(body=await backend.moderations(request.body))
+            return Answer(body=await moderate_with_chat(backend, target, request.body))
 
-        return await self._route(Endpoint.MODERATIONS, needs, attempt)
+        return await self._route(request, attempt)
 
     async def tokenize(self, model_id: str, request: Any) -> Json:
         """Tokenize with an explicit local model's tokenizer."""
         target = self.router.target(model_id)
         if target.is_cloud:
             raise ClientError(f"{model_id} is a cloud model; tokenize needs a local model", param="model")
-        return await self.backends[target.served_by].tokenize(_retarget(request, target, {}))
+        return await self.backends[target.served_by].tokenize(request.model_copy(update={"model": target.id}))
 
     def stats(self) -> dict[str, TargetStats]:
         """Live health, circuit state and load of every target, for the router.
@@ -139,15 +131,12 @@ class Gateway:
         self.metrics.circuits(self.circuits.states())
 
     async def _generate(
-        self, endpoint: Endpoint, body: Json, request: Any, size_hint: str | None, policy: CachePolicy | None,
+        self, request: ClientRequest, call: Callable[[Target, Any], Awaitable[Answer]], policy: CachePolicy | None,
     ) -> Served:
-        needs = derive_needs(endpoint, body, size_hint=size_hint)
-        call = self._chat_call if endpoint is Endpoint.CHAT else self._completions_call
-
         async def attempt(target: Target) -> Answer:
-            return await call(target, self._with_output_default(_retarget(request, target, body), target, needs))
+            return await call(target, self._with_output_default(_retarget(request, target), target, request.needs))
 
-        return await self._route(endpoint, needs, attempt, body, policy)
+        return await self._route(request, attempt, policy)
 
     def _with_output_default(self, request: Any, target: Target, needs: RequestNeeds) -> Any:
         """A local chat request without max_tokens gets the operator's default, clipped to what
@@ -166,15 +155,16 @@ class Gateway:
         return self.backends[target.served_by].completions(request)
 
     async def _route(
-        self, endpoint: Endpoint, needs: RequestNeeds, attempt: Callable[[Target], Awaitable[Answer]],
-        body: Json | None = None, policy: CachePolicy | None = None,
+        self, request: ClientRequest, attempt: Callable[[Target], Awaitable[Answer]],
+        policy: CachePolicy | None = None,
     ) -> Served:
+        endpoint, needs, body = request.endpoint, request.needs, request.body
         started = time.perf_counter()
         cached: str | None = None
         try:  # a plan that finds no target (503, or a 4xx) is counted like a failed walk
             plan = self.router.plan(needs, self.stats())
             self.metrics.decision(time.perf_counter() - started)
-            if self.cache is not None and policy is not None and body is not None:
+            if self.cache is not None and policy is not None:
                 cached = "miss" if deterministic(endpoint, body) and policy.read else "bypass"
                 entry = self.cache.get(self._key(endpoint, plan.primary.id, body)) if cached == "miss" else None
                 if entry is not None:
@@ -190,8 +180,8 @@ class Gateway:
             self.metrics.circuits(self.circuits.states())
         served = self._served(endpoint, plan, routed, started)
         served.cache = cached
-        if cached is not None and policy is not None and policy.write and deterministic(endpoint, body or {}):
-            self._fill(self._key(endpoint, served.target.id, body or {}), served)
+        if cached is not None and policy is not None and policy.write and deterministic(endpoint, body):
+            self._fill(self._key(endpoint, served.target.id, body), served)
         return served
 
     def _key(self, endpoint: Endpoint, target_id: str, body: Json) -> str:
@@ -270,9 +260,9 @@ def _live(healthy: bool, in_flight: int) -> TargetStats:
     return TargetStats.model_construct(healthy=healthy, in_flight=in_flight)
 
 
-def _retarget(request: Any, target: Target, body: Json) -> Any:
+def _retarget(request: ClientRequest, target: Target) -> Any:
     """The request addressed to ``target``: local replicas get the validated object with the
     served id; cloud targets the client's own body with the upstream name (see RawRequest)."""
     if target.is_cloud:
-        return RawRequest({**body, "model": target.name})
-    return request.model_copy(update={"model": target.id})
+        return RawRequest({**request.body, "model": target.name})
+    return request.engine.model_copy(update={"model": target.id})

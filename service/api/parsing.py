@@ -1,4 +1,5 @@
-"""Validate a request once, into vLLM's OpenAI protocol objects, with one message per rule."""
+"""Validate a request once, into vLLM's OpenAI protocol objects and the router's needs
+(:class:`service.requests.ClientRequest`), with one message per rule."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ from starlette.requests import Request
 from vllm.exceptions import VLLMClientError
 
 from engine.errors import ClientError
+from router.needs import derive_needs
+from router.protocol import Endpoint
 from service.api.errors import PayloadTooLargeError
 from service.config import LimitsSettings
+from service.requests import ClientRequest
 
 Json = dict[str, Any]
 MAX_DEPTH = 100  # JSON nesting levels of a request body; JSON schemas rarely pass 30
@@ -51,6 +55,17 @@ async def read_json(request: Request, limits: LimitsSettings) -> Json:
         raise ClientError(f"the request body is nested more than {MAX_DEPTH} levels deep")
     body.setdefault("model", "auto")
     return body
+
+
+def client_request(
+    endpoint: Endpoint, body: Json, limits: LimitsSettings, model: type[BaseModel] | None = None,
+    size_hint: str | None = None,
+) -> ClientRequest:
+    """``body`` for ``endpoint`` as the one object every later layer reads: validated as
+    ``model`` (:func:`validated`; None: no vLLM request model, as for moderations), and its needs
+    derived (``size_hint``: the ``X-Turnout-Size`` header)."""
+    engine = validated(model, body, limits) if model is not None else None
+    return ClientRequest(endpoint, body, engine, derive_needs(endpoint, body, size_hint=size_hint))
 
 
 def validated(model: type[BaseModel], body: Json, limits: LimitsSettings) -> Any:

@@ -10,12 +10,13 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from engine.errors import ClientError
 from router.needs import SIZE_HEADER
-from router.protocol import ROUTE_HEADER
+from router.protocol import ROUTE_HEADER, Endpoint
 from service.api import openapi
 from service.api.openapi import request_body
-from service.api.parsing import read_json, validated
+from service.api.parsing import client_request, read_json, validated
 from service.cache import CACHE_HEADER, CachePolicy
 from service.gateway import Gateway, Served
+from service.requests import ClientRequest
 from service.serve_overrides.openai_types import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -65,25 +66,20 @@ def _cached_tokens(body: Any) -> int | None:
 
 @router.post("/v1/chat/completions", openapi_extra=request_body(openapi.CHAT))
 async def chat(request: Request) -> Response:
-    body = await read_json(request, request.app.state.limits)
-    parsed = validated(ChatCompletionRequest, body, request.app.state.limits)
-    return _respond(await _gateway(request).chat(body, parsed, request.headers.get(SIZE_HEADER), _policy(request)))
+    incoming = await _incoming(request, Endpoint.CHAT, ChatCompletionRequest)
+    return _respond(await _gateway(request).chat(incoming, _policy(request)))
 
 
 @router.post("/v1/completions", openapi_extra=request_body(openapi.COMPLETIONS))
 async def completions(request: Request) -> Response:
-    body = await read_json(request, request.app.state.limits)
-    parsed = validated(CompletionRequest, body, request.app.state.limits)
-    gateway = _gateway(request)
-    return _respond(await gateway.completions(body, parsed, request.headers.get(SIZE_HEADER), _policy(request)))
+    incoming = await _incoming(request, Endpoint.COMPLETIONS, CompletionRequest)
+    return _respond(await _gateway(request).completions(incoming, _policy(request)))
 
 
 @router.post("/v1/embeddings", openapi_extra=request_body(openapi.EMBEDDINGS))
 async def embeddings(request: Request) -> Response:
-    body = await read_json(request, request.app.state.limits)
-    parsed = validated(EmbeddingCompletionRequest, body, request.app.state.limits)
-    gateway = _gateway(request)
-    return _respond(await gateway.embeddings(body, parsed, request.headers.get(SIZE_HEADER), _policy(request)))
+    incoming = await _incoming(request, Endpoint.EMBEDDINGS, EmbeddingCompletionRequest)
+    return _respond(await _gateway(request).embeddings(incoming, _policy(request)))
 
 
 @router.post("/v1/moderations", openapi_extra=request_body(openapi.MODERATIONS))
@@ -91,7 +87,18 @@ async def moderations(request: Request) -> Response:
     body = await read_json(request, request.app.state.limits)
     if "input" not in body:
         raise ClientError("input is required", param="input")
-    return _respond(await _gateway(request).moderations(body, request.headers.get(SIZE_HEADER)))
+    incoming = client_request(Endpoint.MODERATIONS, body, request.app.state.limits, None, _size(request))
+    return _respond(await _gateway(request).moderations(incoming))
+
+
+async def _incoming(request: Request, endpoint: Endpoint, model: type) -> ClientRequest:
+    """The request's body read under the size cap, validated once as ``model``, with its needs."""
+    limits = request.app.state.limits
+    return client_request(endpoint, await read_json(request, limits), limits, model, _size(request))
+
+
+def _size(request: Request) -> str | None:
+    return request.headers.get(SIZE_HEADER)
 
 
 @router.post("/tokenize", openapi_extra=request_body(openapi.TOKENIZE))
