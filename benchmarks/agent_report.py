@@ -40,8 +40,8 @@ def agent_targets(figures: Figures, target: Any) -> list[Any]:
 
 def agent_table(figures: Figures) -> list[str]:
     rows = ["", "## Agent trace: 24 agents x ~1,500-token prompts, two SmolLM2 replicas, 16 customers", "",
-            "| routing | load | requests | out tok/s | TTFT p50 ms | TTFT p99 ms | vLLM prefix-cache hits "
-            "| vLLM preemptions |",
+            ("| routing | load | requests | out tok/s | TTFT p50 ms | TTFT p99 ms | vLLM prefix-cache hits "
+             "| vLLM preemptions |"),
             "|---|---|---|---|---|---|---|---|"]
     for (routing, load), f in sorted(_suite(figures).items()):
         hits = "n/a" if f.get("prefix_cache_hit_ratio") is None else f"{f['prefix_cache_hit_ratio']:.0%}"
