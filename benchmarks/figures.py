@@ -29,3 +29,8 @@ def median_of(points: Figures, key: str) -> float | None:
     """The median of ``key`` over rounds (the noise here is 5-15% between runs)."""
     values = [p[key] for p in points if p.get(key) is not None]
     return statistics.median(values) if values else None
+
+
+def metric_total(text: str, name: str) -> float:
+    """The sum of Prometheus metric ``name`` over all its label sets in ``text``."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))

@@ -29,7 +29,8 @@ import httpx
 import pytest
 from transformers import AutoTokenizer
 
-from benchmarks.load import LoadResult, RequestTiming, _one, make_prompts
+from benchmarks.figures import metric_total
+from benchmarks.load import LoadResult, RequestTiming, _one, make_prompts, percentile
 from benchmarks.systems import rayllm_server, turnout_replicas
 from engine.launch.settings import EngineSettings
 from engine.protocol import ModelRecord
@@ -121,11 +122,13 @@ def test_agent_trace(benchmark, routing: str, load: str, smollm2_record, demo_st
             result = _run(benchmark, f"{base}/v1/chat/completions", smollm2_record.id, customers)
             text = _metrics(metrics_port)
     summary = result.summary()
-    hits, queries = _total(text, "ray_vllm_prefix_cache_hits_total"), _total(text, "ray_vllm_prefix_cache_queries_total")
+    hits, queries = metric_total(text, "ray_vllm_prefix_cache_hits_total"), metric_total(text, "ray_vllm_prefix_cache_queries_total")
     benchmark.extra_info.update(
         suite="agent_trace", routing=routing, load=load, prefix_cache_hit_ratio=hits / queries if queries else None,
-        preemptions=_total(text, "ray_vllm_num_preemptions_total") if text else None,
+        preemptions=metric_total(text, "ray_vllm_num_preemptions_total") if text else None,
         ttfts=sorted(r.ttft for r in result.ok), kv=KV_SETTINGS if routing == "kv_aware" else None,
+        ttft_p99_after_opening_s=_after_opening_p99(result),
+        timeline=_timeline(result),
         **{k: summary[k] for k in ("requests", "errors", "output_tokens_per_s", "ttft_p50_s", "ttft_p99_s", "wall_s")},
     )
     assert summary["errors"] == 0, [r.error for r in result.requests if r.error][:3]
@@ -135,6 +138,19 @@ def _run(benchmark, url: str, model: str, customers) -> LoadResult:
     return benchmark.pedantic(lambda: asyncio.run(run_customers(url, model, customers)), rounds=1, iterations=1)
 
 
+def _timeline(result: LoadResult) -> list[tuple[float, float]]:
+    """(seconds since the first request started, TTFT) of each answered request, by start."""
+    ok = sorted(result.ok, key=lambda r: r.started)
+    return [(round(r.started - ok[0].started, 3), round(r.ttft, 3)) for r in ok]
+
+
+def _after_opening_p99(result: LoadResult) -> float:
+    """TTFT p99 without the opening wave: the first request of each of the ``CONCURRENCY`` clients,
+    all sent at once to empty caches, whose prefill queue is the same whatever the routing."""
+    ordered = sorted(result.ok, key=lambda r: r.started)[CONCURRENCY:]
+    return percentile([r.ttft for r in ordered], 99)
+
+
 def _metrics(port: int) -> str:
     """The Prometheus text of the system's Ray (vLLM's counters are exported every few seconds)."""
     time.sleep(12)
@@ -142,7 +158,3 @@ def _metrics(port: int) -> str:
         return httpx.get(f"http://127.0.0.1:{port}", timeout=10).text
     except httpx.HTTPError:
         return ""
-
-
-def _total(text: str, name: str) -> float:
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))

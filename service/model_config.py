@@ -60,6 +60,11 @@ class KvRoutingSettings(Strict):
     decode_s_per_request: float = Field(
         default=0.002, ge=0, description="Cost model: seconds each running request adds to a replica's steps.",
     )
+    max_imbalance: float = Field(
+        default=4, ge=0,
+        description="Load guard: a replica running more than this many requests beyond the least busy "
+        "one is not chosen, whatever it holds.",
+    )
     probe_interval_s: float = Field(default=0.5, gt=0, description="How often replica loads are refreshed.")
     load_window_s: float = Field(
         default=2, gt=0,

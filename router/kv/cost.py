@@ -18,11 +18,18 @@ When no candidate holds any of the prompt (an empty or distrusted index), ``cach
 everywhere, the prompt term is the same for all, and the choice is exactly the least-loaded
 one under the same load measure: the index can only move a request towards a replica whose
 cache saves more prefill than its extra load costs.
+
+A load guard bounds that pull (``max_imbalance``): a replica running more than ``max_imbalance``
+requests beyond the least busy candidate is not a candidate. The estimate's weights are not
+fitted to every deployment, and the load a router sees is partial (requests it sent recently, or
+a replica's last report); without the guard, a replica that holds the prompts of many agents can
+draw their traffic until it does all the work while the other idles.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -75,12 +82,15 @@ def choose(
     block_size: int,
     weights: CostWeights = CostWeights(),
     tie_key: bytes = b"",
+    max_imbalance: float = math.inf,
 ) -> KvChoice:
     """The replica among ``loads`` with the lowest estimated time to first token.
 
     ``matched_blocks`` holds :meth:`KvIndex.match` results; a candidate missing from it counts
     as holding nothing. ``tie_key`` identifies the prompt (e.g. its first block key) for the
-    final tie-break. Raises ValueError when there is no candidate.
+    final tie-break. Only replicas running at most ``max_imbalance`` requests more than the least
+    busy one are chosen from (the load guard); ``estimates`` covers every candidate. Raises
+    ValueError when there is no candidate.
     """
     if not loads:
         raise ValueError("no candidate replicas")
@@ -88,7 +98,9 @@ def choose(
     # Ranked without the prompt's own prefill, which is the same for every candidate: with
     # nothing cached the ranking is then computed exactly as least_loaded's, float for float.
     relative = {r: _relative(loads[r], cached[r], weights) for r in loads}
-    best = min(loads, key=lambda r: _rank(r, relative[r], loads[r], tie_key))
+    least_busy = min(load.running_requests for load in loads.values())
+    guarded = [r for r in loads if loads[r].running_requests - least_busy <= max_imbalance]
+    best = min(guarded, key=lambda r: _rank(r, relative[r], loads[r], tie_key))
     common = weights.prefill_s_per_token * max(prompt_tokens, 0)
     estimates = {r: common + relative[r] for r in loads}
     return KvChoice(

@@ -48,7 +48,7 @@ class KvAwareRouter(ReplicaLoads, LocalityMixin, MultiplexMixin, RequestRouter):
     def initialize_state(
         self, tokenizer: str, pythonhashseed: str | None = None, prefill_s_per_token: float = 0.0005,
         decode_s_per_request: float = 0.002, probe_interval_s: float = 0.5, max_blocks: int = 1 << 18,
-        load_window_s: float = 2.0,
+        load_window_s: float = 2.0, max_imbalance: float = 4,
     ) -> None:
         self._init_loads(probe_interval_s, load_window_s)
         self._prompts = PromptTokens(tokenizer)
@@ -56,6 +56,7 @@ class KvAwareRouter(ReplicaLoads, LocalityMixin, MultiplexMixin, RequestRouter):
         threading.Thread(target=self._prompts.load, name="kv-router-tokenizer", daemon=True).start()
         self._seed = pythonhashseed
         self._weights = CostWeights(prefill_s_per_token, decode_s_per_request)
+        self._max_imbalance = max_imbalance
         self._index = KvIndex(max_blocks=max_blocks)
         self._subscribers: dict[str, KvEventSubscriber] = {}
         self._hashers: dict[int, BlockHasher] = {}
@@ -100,7 +101,7 @@ class KvAwareRouter(ReplicaLoads, LocalityMixin, MultiplexMixin, RequestRouter):
             for rid in by_id
         }
         choice = choose(replica_loads, matched, prompt_tokens=len(tokens), block_size=block_size or 1,
-                        weights=self._weights, tie_key=tie_key_of(keys))
+                        weights=self._weights, tie_key=tie_key_of(keys), max_imbalance=self._max_imbalance)
         self._sent_to(choice.replica, len(tokens) - choice.cached_tokens)
         self._record(choice, bool(keys), by_id)
         chosen = by_id[choice.replica]
@@ -187,7 +188,7 @@ def router_config(settings: Any, tokenizer: str, pythonhashseed: str | None) -> 
         "tokenizer": tokenizer, "pythonhashseed": pythonhashseed,
         "prefill_s_per_token": settings.prefill_s_per_token, "decode_s_per_request": settings.decode_s_per_request,
         "probe_interval_s": settings.probe_interval_s, "max_blocks": settings.max_blocks,
-        "load_window_s": settings.load_window_s,
+        "load_window_s": settings.load_window_s, "max_imbalance": settings.max_imbalance,
     }
     return {"request_router_class": ROUTER_CLASS, "request_router_kwargs": kwargs,
             "request_routing_stats_period_s": settings.stats_period_s}

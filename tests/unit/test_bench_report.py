@@ -140,3 +140,15 @@ def test_agent_table_reports_hits_and_preemptions_per_system():
     ])
     assert "| kv_aware | agents | 300 | 32.0 | 1610 | 27300 | 89% | 12 |" in rows
     assert "| rayllm_ht_prefix | agents | 300 | 32.0 | 1610 | 27300 | n/a | n/a |" in rows
+
+
+def test_parlant_turns_are_tabled_and_compared():
+    from benchmarks.agent_report import agent_table, agent_targets
+    from benchmarks.report import Target
+
+    runs = [{"suite": "parlant_agents", "routing": r, "ready_s": 95.2, "turn_p50_s": p50, "turn_p99_s": p99,
+             "prefix_cache_hit_ratio": 0.5} for r, p50, p99 in (("default", 40.0, 80.0), ("kv_aware", 20.0, 60.0))]
+    assert "| kv_aware | 95 | 20.0 | 60.0 | 50% |" in agent_table(runs)
+    found = {t.name: t for t in agent_targets(runs, Target)}
+    assert found["KV-aware / default, Parlant turn latency p50 (4 agents, 8 customers)"].value == 0.5
+    assert found["KV-aware / default, Parlant turn latency p99 (4 agents, 8 customers)"].met is False

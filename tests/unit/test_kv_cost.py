@@ -98,3 +98,33 @@ def test_bad_input_is_refused() -> None:
         choose({}, {}, prompt_tokens=10, block_size=16)
     with pytest.raises(ValueError, match="prefill_s_per_token"):
         CostWeights(prefill_s_per_token=0)
+
+
+def test_the_load_guard_keeps_a_holder_from_drawing_all_the_traffic() -> None:
+    # the holder saves 1,024 tokens of prefill (1.0 s), far more than its 5 extra requests cost
+    # (0.05 s): without the guard it wins; with a guard of 4 requests it is no candidate
+    loads = {"holder": ReplicaLoad(5, 0), "other": ReplicaLoad(0, 0)}
+    assert choose(loads, {"holder": 8}, prompt_tokens=1500, block_size=128, weights=W).replica == "holder"
+    guarded = choose(loads, {"holder": 8}, prompt_tokens=1500, block_size=128, weights=W, max_imbalance=4)
+    assert (guarded.replica, guarded.cached_tokens, guarded.best_cached_tokens) == ("other", 0, 1024)
+    assert set(guarded.estimates) == {"holder", "other"}
+    # at the bound it still wins
+    at_bound = {"holder": ReplicaLoad(4, 0), "other": ReplicaLoad(0, 0)}
+    assert choose(at_bound, {"holder": 8}, prompt_tokens=1500, block_size=128, weights=W, max_imbalance=4).replica == "holder"
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_with_the_guard_the_choice_minimises_the_estimate_among_the_guarded(seed: int) -> None:
+    rng = random.Random(seed)
+    for _ in range(200):
+        names = [f"r{i}" for i in range(rng.randint(1, 5))]
+        loads = {r: ReplicaLoad(rng.randrange(12), rng.randrange(0, 3000, 16)) for r in names}
+        matched = {r: rng.randrange(10) for r in names if rng.random() < 0.7}
+        prompt = rng.randrange(1, 1500)
+        picked = choose(loads, matched, prompt_tokens=prompt, block_size=64, weights=W, max_imbalance=3)
+        least = min(load.running_requests for load in loads.values())
+        allowed = [r for r in names if loads[r].running_requests <= least + 3]
+        cached = {r: cached_tokens(matched.get(r, 0), 64, prompt) for r in names}
+        assert picked.replica in allowed
+        best = min(_ttft(loads[r], prompt, cached[r]) for r in allowed)
+        assert _ttft(loads[picked.replica], prompt, cached[picked.replica]) == pytest.approx(best)
