@@ -23,6 +23,7 @@ import json
 import os
 import random
 import time
+from collections import Counter
 
 import aiohttp
 import httpx
@@ -112,8 +113,8 @@ def test_agent_trace(benchmark, routing: str, load: str, smollm2_record, demo_st
     work = tmp_path_factory.mktemp(f"{routing}-{load}")
     metrics_port = free_port()
     if routing == "rayllm_ht_prefix":
-        with rayllm_server(smollm2_record, work, ENGINE, high_throughput=True, replicas=2, prefix_router=True,
-                           metrics_port=metrics_port) as peer:
+        with rayllm_server(smollm2_record, work, ENGINE, {"TURNOUT_HOME": str(demo_store.root)}, high_throughput=True,
+                           replicas=2, prefix_router=True, metrics_port=metrics_port) as peer:
             result = _run(benchmark, f"{peer.base_url}/v1/chat/completions", smollm2_record.id, customers)
             text = _metrics(metrics_port)
     else:
@@ -128,6 +129,7 @@ def test_agent_trace(benchmark, routing: str, load: str, smollm2_record, demo_st
         preemptions=metric_total(text, "ray_vllm_num_preemptions_total") if text else None,
         ttfts=sorted(r.ttft for r in result.ok), kv=KV_SETTINGS if routing == "kv_aware" else None,
         ttft_p99_after_opening_s=_after_opening_p99(result),
+        error_kinds=dict(Counter((r.error or "")[:120] for r in result.requests if r.error)),
         timeline=_timeline(result),
         **{k: summary[k] for k in ("requests", "errors", "output_tokens_per_s", "ttft_p50_s", "ttft_p99_s", "wall_s")},
     )
