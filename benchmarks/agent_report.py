@@ -53,13 +53,13 @@ def agent_targets(figures: Figures, target: Any) -> list[Any]:
 
 def agent_table(figures: Figures) -> list[str]:
     rows = ["", "## Agent trace: 24 agents x ~1,500-token prompts, two SmolLM2 replicas, 16 customers", "",
-            ("| routing | load | requests | out tok/s | TTFT p50 ms | TTFT p99 ms | vLLM prefix-cache hits "
+            ("| routing | load | requests | failed | out tok/s | TTFT p50 ms | TTFT p99 ms | vLLM prefix-cache hits "
              "| vLLM preemptions |"),
-            "|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|"]
     for (routing, load), f in sorted(_suite(figures).items()):
         hits = "n/a" if f.get("prefix_cache_hit_ratio") is None else f"{f['prefix_cache_hit_ratio']:.0%}"
         preempted = "n/a" if f.get("preemptions") is None else f"{f['preemptions']:.0f}"
-        rows.append(f"| {routing} | {load} | {f['requests']} | {f['output_tokens_per_s']:.1f} | "
+        rows.append(f"| {routing} | {load} | {f['requests']} | {f.get('errors', 'n/a')} | {f['output_tokens_per_s']:.1f} | "
                     f"{f['ttft_p50_s'] * 1000:.0f} | {f['ttft_p99_s'] * 1000:.0f} | {hits} | {preempted} |")
     parlant = _parlant(figures)
     if parlant:

@@ -132,14 +132,14 @@ def test_missing_figures_are_reported_not_invented(tmp_path):
 def test_agent_table_reports_hits_and_preemptions_per_system():
     from benchmarks.agent_report import agent_table
 
-    run = {"suite": "agent_trace", "load": "agents", "requests": 300, "output_tokens_per_s": 32.04,
+    run = {"suite": "agent_trace", "load": "agents", "requests": 300, "errors": 2, "output_tokens_per_s": 32.04,
            "ttft_p50_s": 1.61, "ttft_p99_s": 27.3}
     rows = agent_table([
         {**run, "routing": "kv_aware", "prefix_cache_hit_ratio": 0.89, "preemptions": 12.0},
         {**run, "routing": "rayllm_ht_prefix", "prefix_cache_hit_ratio": None},
     ])
-    assert "| kv_aware | agents | 300 | 32.0 | 1610 | 27300 | 89% | 12 |" in rows
-    assert "| rayllm_ht_prefix | agents | 300 | 32.0 | 1610 | 27300 | n/a | n/a |" in rows
+    assert "| kv_aware | agents | 300 | 2 | 32.0 | 1610 | 27300 | 89% | 12 |" in rows
+    assert "| rayllm_ht_prefix | agents | 300 | 2 | 32.0 | 1610 | 27300 | n/a | n/a |" in rows
 
 
 def test_parlant_turns_are_tabled_and_compared():
