@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -58,17 +59,21 @@ def test_running_requests_weigh_by_their_decode_cost() -> None:
     assert choose(loads, {"busy": 1}, prompt_tokens=300, block_size=128, weights=W).replica == "busy"
 
 
+@pytest.mark.parametrize("guard", [math.inf, 3])
 @pytest.mark.parametrize("seed", range(5))
-def test_the_choice_minimises_the_estimate(seed: int) -> None:
+def test_the_choice_minimises_the_estimate_among_the_guarded(seed: int, guard: float) -> None:
     rng = random.Random(seed)
     for _ in range(200):
         names = [f"r{i}" for i in range(rng.randint(1, 5))]
         loads = {r: ReplicaLoad(rng.randrange(20), rng.randrange(0, 3000, 16)) for r in names}
         matched = {r: rng.randrange(10) for r in names if rng.random() < 0.7}
         prompt = rng.randrange(1, 1500)
-        picked = choose(loads, matched, prompt_tokens=prompt, block_size=64, weights=W)
+        picked = choose(loads, matched, prompt_tokens=prompt, block_size=64, weights=W, max_imbalance=guard)
+        least = min(load.running_requests for load in loads.values())
+        allowed = [r for r in names if loads[r].running_requests <= least + guard]
         cached = {r: cached_tokens(matched.get(r, 0), 64, prompt) for r in names}
-        best = min(_ttft(loads[r], prompt, cached[r]) for r in names)
+        assert picked.replica in allowed
+        best = min(_ttft(loads[r], prompt, cached[r]) for r in allowed)
         assert _ttft(loads[picked.replica], prompt, cached[picked.replica]) == pytest.approx(best)
         assert picked.estimated_ttft_s == pytest.approx(best)
         assert picked.best_cached_tokens == max(cached.values())
@@ -111,20 +116,3 @@ def test_the_load_guard_keeps_a_holder_from_drawing_all_the_traffic() -> None:
     # at the bound it still wins
     at_bound = {"holder": ReplicaLoad(4, 0), "other": ReplicaLoad(0, 0)}
     assert choose(at_bound, {"holder": 8}, prompt_tokens=1500, block_size=128, weights=W, max_imbalance=4).replica == "holder"
-
-
-@pytest.mark.parametrize("seed", range(3))
-def test_with_the_guard_the_choice_minimises_the_estimate_among_the_guarded(seed: int) -> None:
-    rng = random.Random(seed)
-    for _ in range(200):
-        names = [f"r{i}" for i in range(rng.randint(1, 5))]
-        loads = {r: ReplicaLoad(rng.randrange(12), rng.randrange(0, 3000, 16)) for r in names}
-        matched = {r: rng.randrange(10) for r in names if rng.random() < 0.7}
-        prompt = rng.randrange(1, 1500)
-        picked = choose(loads, matched, prompt_tokens=prompt, block_size=64, weights=W, max_imbalance=3)
-        least = min(load.running_requests for load in loads.values())
-        allowed = [r for r in names if loads[r].running_requests <= least + 3]
-        cached = {r: cached_tokens(matched.get(r, 0), 64, prompt) for r in names}
-        assert picked.replica in allowed
-        best = min(_ttft(loads[r], prompt, cached[r]) for r in allowed)
-        assert _ttft(loads[picked.replica], prompt, cached[picked.replica]) == pytest.approx(best)
